@@ -1,0 +1,212 @@
+#include "server/config.h"
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "common/logging.h"
+#include "common/size.h"
+
+namespace blockd::server {
+
+namespace {
+
+std::vector<std::string> split(const std::string& text, char separator) {
+  std::vector<std::string> parts;
+  std::string current;
+  for (char c : text) {
+    if (c == separator) {
+      parts.push_back(current);
+      current.clear();
+    } else {
+      current += c;
+    }
+  }
+  parts.push_back(current);
+  return parts;
+}
+
+}  // namespace
+
+bool is_valid_volume_name(const std::string& name) {
+  // A DNS label (RFC 1123), as Kubernetes object names: 1-63 of [a-z0-9-], starting
+  // and ending alphanumeric.
+  if (name.empty() || name.size() > 63) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(name.front()) || !alnum(name.back())) return false;
+  for (char c : name)
+    if (!alnum(c) && c != '-') return false;
+  return true;
+}
+
+std::optional<ListenAddress> parse_listen_address(const std::string& text, std::string& error) {
+  ListenAddress address;
+  if (text.rfind("unix:", 0) == 0) {
+    address.kind = ListenAddress::Kind::kUnix;
+    address.path = text.substr(5);
+    if (address.path.empty() || address.path.size() >= 108) {
+      error = "'" + text + "': a Unix socket path must be 1 to 107 characters, e.g. unix:/run/blockd/nbd.sock";
+      return std::nullopt;
+    }
+    return address;
+  }
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos) {
+    error = "'" + text + "' has no port; write ADDRESS:PORT, e.g. 127.0.0.1:10809 or [::1]:10809";
+    return std::nullopt;
+  }
+  std::string host = text.substr(0, colon);
+  const std::string port_text = text.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty()) host = "::";
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(host, ec);
+  if (ec) {
+    error = "'" + text + "': '" + host + "' is not an IPv4 or IPv6 address (host names are not resolved)";
+    return std::nullopt;
+  }
+  unsigned long port = 0;
+  try {
+    std::size_t used = 0;
+    port = std::stoul(port_text, &used);
+    if (used != port_text.size() || port > 65535) throw std::out_of_range("port");
+  } catch (const std::exception&) {
+    error = "'" + text + "': port must be a number from 0 to 65535 (0 picks a free port)";
+    return std::nullopt;
+  }
+  address.host = host;
+  address.port = static_cast<std::uint16_t>(port);
+  return address;
+}
+
+std::string to_string(const ListenAddress& address) {
+  if (address.kind == ListenAddress::Kind::kUnix) return "unix:" + address.path;
+  if (address.host.find(':') != std::string::npos)
+    return "[" + address.host + "]:" + std::to_string(address.port);
+  return address.host + ":" + std::to_string(address.port);
+}
+
+std::optional<VolumeSpec> parse_volume_spec(const std::string& text, std::string& error) {
+  VolumeSpec spec;
+  const std::string usage =
+      " (expected name=NAME,path=PATH[,size=SIZE][,read-only][,description=TEXT] or "
+      "name=NAME,backend=memory,size=SIZE)";
+  for (const std::string& item : split(text, ',')) {
+    const auto eq = item.find('=');
+    const std::string key = item.substr(0, eq);
+    const std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (key == "name") {
+      spec.name = value;
+    } else if (key == "path") {
+      spec.path = value;
+    } else if (key == "size") {
+      spec.size = common::parse_size(value);
+      if (!spec.size || *spec.size == 0) {
+        error = "volume '" + text + "': size '" + value + "' is not a size such as 512, 64MiB, 10GiB";
+        return std::nullopt;
+      }
+    } else if (key == "backend") {
+      if (value == "memory") {
+        spec.backend = VolumeSpec::Backend::kMemory;
+      } else if (value == "file") {
+        spec.backend = VolumeSpec::Backend::kFile;
+      } else {
+        error = "volume '" + text + "': backend '" + value + "' is unknown; use file or memory";
+        return std::nullopt;
+      }
+    } else if (key == "read-only" || key == "ro") {
+      if (!value.empty() && value != "true" && value != "false") {
+        error = "volume '" + text + "': read-only takes no value, or true/false";
+        return std::nullopt;
+      }
+      spec.read_only = value != "false";
+    } else if (key == "description") {
+      spec.description = value;
+    } else {
+      error = "volume '" + text + "': unknown key '" + key + "'" + usage;
+      return std::nullopt;
+    }
+  }
+  if (!is_valid_volume_name(spec.name)) {
+    error = "volume '" + text + "': name '" + spec.name +
+            "' must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit" + usage;
+    return std::nullopt;
+  }
+  if (spec.backend == VolumeSpec::Backend::kFile && spec.path.empty()) {
+    error = "volume '" + text + "': path= is required for a file or block device" + usage;
+    return std::nullopt;
+  }
+  if (spec.backend == VolumeSpec::Backend::kMemory && !spec.size) {
+    error = "volume '" + text + "': a memory volume needs size=" + usage;
+    return std::nullopt;
+  }
+  if (spec.size && *spec.size % 512 != 0) {
+    error = "volume '" + text + "': size must be a multiple of 512 bytes";
+    return std::nullopt;
+  }
+  return spec;
+}
+
+std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& config) {
+  CLI::App app{"blockd: a network block device server (NBD protocol) for stateful workloads"};
+  app.set_version_flag("--version", "blockd 0.1.0");
+  std::vector<std::string> listen, volumes;
+  std::string log_level = "info";
+  double handshake_timeout = 30, shutdown_timeout = 10;
+  app.add_option("--listen", listen,
+                 "Address to listen on: IPv4:PORT, [IPv6]:PORT or unix:PATH; repeatable; port 0 "
+                 "picks a free port (default [::]:10809)");
+  app.add_option("--volume", volumes,
+                 "Export a volume: name=NAME,path=PATH[,size=SIZE][,read-only][,description=TEXT] "
+                 "or name=NAME,backend=memory,size=SIZE; repeatable. A missing file is created "
+                 "sparse with the given size.");
+  app.add_option("--workers", config.workers, "Worker threads, each with its own io_uring ring (default: one per core)")
+      ->check(CLI::Range(0U, 256U));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--handshake-timeout", handshake_timeout,
+                 "Seconds a client may take to finish the handshake (default 30)")
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--shutdown-timeout", shutdown_timeout,
+                 "Seconds to wait for in-flight requests at shutdown before closing connections (default 10)")
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--max-connections", config.max_connections,
+                 "Connections served at once; further ones are closed at accept (default 1024)")
+      ->check(CLI::Range(1U, 1000000U));
+  app.add_flag("--unsafe-ack-without-sync", config.unsafe_ack_without_sync,
+               "TESTING ONLY: acknowledge FUA and FLUSH without syncing. Loses data on power loss.")
+      ->group("Testing");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  auto fail = [](const std::string& message) {
+    std::cerr << "blockd: " << message << "\n";
+    return std::optional<int>(2);
+  };
+  for (const auto& text : listen) {
+    std::string error;
+    auto address = parse_listen_address(text, error);
+    if (!address) return fail("--listen " + error);
+    config.listen.push_back(*address);
+  }
+  for (const auto& text : volumes) {
+    std::string error;
+    auto spec = parse_volume_spec(text, error);
+    if (!spec) return fail("--volume " + error);
+    config.volumes.push_back(*spec);
+  }
+  if (config.volumes.empty())
+    return fail("no volume to serve; add e.g. --volume name=demo,path=/var/lib/blockd/demo.img,size=1GiB");
+  common::parse_log_level(log_level, config.log_level);
+  config.handshake_timeout = std::chrono::milliseconds(static_cast<long>(handshake_timeout * 1000));
+  config.shutdown_timeout = std::chrono::milliseconds(static_cast<long>(shutdown_timeout * 1000));
+  return std::nullopt;
+}
+
+}  // namespace blockd::server

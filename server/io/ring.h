@@ -1,0 +1,80 @@
+// Ring: one io_uring instance driven by one worker's asio::io_context.
+//
+// Thread affinity: every member function runs on the owning worker's thread.
+// Ownership: owned by a Worker; outlives every operation submitted to it.
+//
+// Submissions are batched: preparing an operation only fills an SQE; one
+// io_uring_submit() per turn of the event loop hands all of them to the kernel.
+// Completions are signalled through an eventfd watched by the io_context; each
+// wake-up drains the completion queue fully (DESIGN.md §6). Each operation's
+// result is the CQE's `res`: >= 0 on success, -errno on failure.
+#pragma once
+
+#include <liburing.h>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace blockd::server::io {
+
+namespace asio = boost::asio;
+
+class Ring {
+ public:
+  // Throws std::system_error when the ring cannot be created (see UringProbe for
+  // the friendly start-up diagnosis).
+  Ring(asio::io_context& context, unsigned entries);
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+  ~Ring();
+
+  asio::awaitable<int> read(int fd, std::span<std::byte> buffer, std::uint64_t offset);
+  // rw_flags: 0 or RWF_DSYNC (a FUA write).
+  asio::awaitable<int> write(int fd, std::span<const std::byte> buffer, std::uint64_t offset,
+                             int rw_flags);
+  asio::awaitable<int> fdatasync(int fd);
+  asio::awaitable<int> fallocate(int fd, int mode, std::uint64_t offset, std::uint64_t length);
+  asio::awaitable<int> fadvise(int fd, std::uint64_t offset, std::uint32_t length, int advice);
+
+  std::uint64_t submissions() const { return submissions_; }
+  std::uint64_t completions() const { return completions_; }
+
+ private:
+  using Completion = asio::any_completion_handler<void(int)>;
+
+  // Fills one SQE with `prepare` and returns an awaitable for its completion.
+  template <typename Prepare>
+  asio::awaitable<int> submit(Prepare prepare) {
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(int)>(
+        [this](auto handler, Prepare prep) {
+          io_uring_sqe* sqe = acquire_sqe();
+          prep(sqe);
+          track(sqe, Completion(std::move(handler)));
+        },
+        asio::use_awaitable, std::move(prepare));
+  }
+
+  io_uring_sqe* acquire_sqe();
+  void track(io_uring_sqe* sqe, Completion completion);
+  void schedule_submit();
+  void submit_now();
+  void wait_for_completions();
+  void drain_completions();
+
+  asio::io_context& context_;
+  io_uring ring_{};
+  int event_fd_ = -1;
+  asio::posix::stream_descriptor event_;
+  bool submit_scheduled_ = false;
+  unsigned unsubmitted_ = 0;
+  std::uint64_t submissions_ = 0;
+  std::uint64_t completions_ = 0;
+};
+
+}  // namespace blockd::server::io

@@ -1,0 +1,100 @@
+// Session: the transmission phase of one connection, bound to one Volume
+// (nbd-proto.md "Transmission").
+//
+// One reader coroutine reads request headers (and write payloads), validates them,
+// and spawns one coroutine per request; requests run concurrently on the worker's
+// io_uring ring and reply out of order through the ReplyWriter. The reader stops
+// taking requests while kMaxInFlight requests or kMaxInFlightBytes of buffers are
+// outstanding, so a fast client cannot exhaust memory.
+//
+// Closing: whatever the reason, the session stops reading, waits for every request
+// it started to finish (so no buffer is released under the kernel and no reply is
+// sent on a reused fd), lets the writer flush its queue, and only then returns.
+//
+// Thread affinity: the connection's worker. Ownership: shared by the Connection and
+// every request coroutine it spawned.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
+#include <string>
+
+#include "common/nbd_wire.h"
+#include "server/io/async_event.h"
+#include "server/io/buffer_pool.h"
+#include "server/io/ring.h"
+#include "server/nbd/handshake.h"
+#include "server/nbd/reply_writer.h"
+
+namespace blockd::server::nbd {
+
+namespace asio = boost::asio;
+
+inline constexpr std::size_t kMaxInFlight = 256;
+inline constexpr std::size_t kMaxInFlightBytes = 128U << 20;
+// A WRITE longer than the maximum payload is drained (and refused) up to this size;
+// beyond it the client is assumed hostile and the connection is closed.
+inline constexpr std::uint32_t kMaxDrainLength = 128U << 20;
+// How long a draining session waits for an idle client to disconnect by itself.
+inline constexpr auto kDrainLinger = std::chrono::seconds(1);
+
+struct SessionStats {
+  std::uint64_t requests = 0;
+  std::uint64_t bytes_read = 0;     // served to the client
+  std::uint64_t bytes_written = 0;  // written to the volume
+  std::uint64_t errors = 0;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(net::Socket& socket, Negotiated negotiated, io::Ring& ring, io::BufferPool& buffers,
+          std::string peer);
+
+  // Serves until the client disconnects, violates the protocol, or the session is
+  // drained; returns the reason, for the close log line.
+  static asio::awaitable<std::string> serve(std::shared_ptr<Session> self);
+
+  // Server shutdown: new requests get ESHUTDOWN; in-flight ones finish; the
+  // connection closes once idle (after a short linger for a soft disconnect).
+  void begin_drain();
+
+  const SessionStats& stats() const { return stats_; }
+  const storage::Volume& volume() const { return *volume_; }
+
+ private:
+  using RequestHeader = common::nbd::RequestHeader;
+
+  asio::awaitable<std::string> read_requests();
+  asio::awaitable<bool> discard_payload(std::uint32_t length);
+  void dispatch(const RequestHeader& request, io::Buffer payload);
+  static asio::awaitable<void> run_request(std::shared_ptr<Session> self, RequestHeader request,
+                                           io::Buffer payload);
+  static asio::awaitable<void> write_replies(std::shared_ptr<Session> self);
+  static asio::awaitable<void> close_when_idle(std::shared_ptr<Session> self);
+  asio::awaitable<void> execute(const RequestHeader& request, io::Buffer payload);
+  asio::awaitable<void> execute_read(const RequestHeader& request);
+  void execute_block_status(const RequestHeader& request);
+
+  void reply_ok(const RequestHeader& request);
+  void reply_error(const RequestHeader& request, common::nbd::Error error, std::string_view message);
+  void reply_failure(const RequestHeader& request, int err, const char* operation);
+  std::size_t cost(const RequestHeader& request) const;
+
+  net::Socket& socket_;
+  std::shared_ptr<storage::Volume> volume_;
+  SessionTerms terms_;
+  io::Ring& ring_;
+  io::BufferPool& buffers_;
+  std::string peer_;
+  ReplyWriter replies_;
+  io::AsyncEvent request_finished_;
+  asio::steady_timer linger_;
+  std::size_t in_flight_ = 0;
+  std::size_t in_flight_bytes_ = 0;
+  bool draining_ = false;
+  bool reading_ = true;
+  SessionStats stats_;
+};
+
+}  // namespace blockd::server::nbd

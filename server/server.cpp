@@ -1,0 +1,199 @@
+#include "server/server.h"
+
+#include <csignal>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <stdexcept>
+#include <thread>
+
+#include "common/logging.h"
+#include "common/size.h"
+#include "server/net/connection.h"
+#include "server/storage/memory_backend.h"
+#include "server/storage/uring_file_backend.h"
+
+namespace blockd::server {
+
+namespace asio = boost::asio;
+
+namespace {
+
+std::unique_ptr<storage::Backend> make_backend(const VolumeSpec& spec) {
+  if (spec.backend == VolumeSpec::Backend::kMemory)
+    return std::make_unique<storage::MemoryBackend>(*spec.size);
+  return storage::UringFileBackend::open({spec.path, spec.size, spec.read_only});
+}
+
+}  // namespace
+
+Server::Server(ServerConfig config) : config_(std::move(config)), signals_(context_, SIGINT, SIGTERM) {
+  open_volumes();
+  start_workers();
+  open_listeners();
+}
+
+Server::~Server() {
+  for (auto& worker : workers_) worker->stop();
+}
+
+void Server::open_volumes() {
+  auto log = common::logger("server");
+  for (const VolumeSpec& spec : config_.volumes) {
+    storage::Volume::Options options{spec.name, spec.description, spec.read_only,
+                                     config_.unsafe_ack_without_sync};
+    auto volume = std::make_shared<storage::Volume>(std::move(options), make_backend(spec));
+    log->info("volume name={} size={} ({} bytes) backend=\"{}\" read_only={}", volume->name(),
+              common::format_size(volume->size()), volume->size(), volume->describe(),
+              volume->read_only());
+    try {
+      volumes_.add(std::move(volume));
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(e.what());
+    }
+  }
+  if (config_.unsafe_ack_without_sync)
+    log->warn("--unsafe-ack-without-sync is set: FUA and FLUSH are acknowledged WITHOUT syncing. "
+              "Acknowledged writes will be lost on power failure. Testing only.");
+}
+
+void Server::start_workers() {
+  unsigned count = config_.workers;
+  if (count == 0) count = std::max(1U, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < count; ++i) {
+    workers_.push_back(std::make_unique<Worker>(i, config_.ring_entries));
+    try {
+      workers_.back()->start();
+    } catch (const std::exception& e) {
+      throw std::runtime_error("cannot start worker " + std::to_string(i) + ": " + e.what());
+    }
+  }
+  common::logger("server")->info("workers started count={} ring_entries={}", count, config_.ring_entries);
+}
+
+void Server::open_listeners() {
+  std::vector<ListenAddress> addresses = config_.listen;
+  if (addresses.empty()) {
+    ListenAddress any;
+    any.host = "::";
+    any.port = kDefaultPort;
+    addresses.push_back(any);
+    try {
+      listeners_.push_back(std::make_unique<net::Listener>(context_, any));
+    } catch (const std::runtime_error&) {
+      // No IPv6 on this host: fall back to IPv4 only.
+      any.host = "0.0.0.0";
+      listeners_.push_back(std::make_unique<net::Listener>(context_, any));
+    }
+    return;
+  }
+  for (const auto& address : addresses)
+    listeners_.push_back(std::make_unique<net::Listener>(context_, address));
+}
+
+int Server::run() {
+  auto log = common::logger("server");
+  for (auto& listener : listeners_) {
+    log->info("listening address={}", listener->address());
+    asio::co_spawn(context_, accept_loop(listener.get()), asio::detached);
+  }
+  signals_.async_wait([this](boost::system::error_code ec, int signal) {
+    if (ec) return;
+    common::logger("server")->info("received {}: shutting down", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    asio::co_spawn(context_, shutdown(), asio::detached);
+  });
+  log->info("blockd ready volumes={} listeners={}", config_.volumes.size(), listeners_.size());
+  context_.run();
+  return exit_code_;
+}
+
+Worker& Server::next_worker() {
+  // Fewest connections first, round-robin among equals.
+  Worker* best = nullptr;
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    Worker& candidate = *workers_[(next_worker_ + i) % workers_.size()];
+    if (best == nullptr || candidate.connections() < best->connections()) best = &candidate;
+  }
+  next_worker_ = (next_worker_ + 1) % workers_.size();
+  return *best;
+}
+
+std::size_t Server::live_connections() const {
+  std::size_t total = 0;
+  for (const auto& worker : workers_) total += worker->connections();
+  return total;
+}
+
+asio::awaitable<void> Server::accept_loop(net::Listener* listener) {
+  auto log = common::logger("server");
+  const net::Connection::Services services{volumes_, admission_, config_.handshake_timeout};
+  for (;;) {
+    Worker& worker = next_worker();
+    auto [ec, socket] = co_await listener->acceptor().async_accept(worker.context(), net::use_nothrow);
+    if (ec == asio::error::operation_aborted || shutting_down_) co_return;
+    if (ec) {
+      // EMFILE/ENFILE and friends: say so, back off briefly, keep serving.
+      log->warn("accept failed address={} error=\"{}\"", listener->address(), ec.message());
+      asio::steady_timer pause(context_, std::chrono::milliseconds(100));
+      co_await pause.async_wait(net::use_nothrow);
+      continue;
+    }
+    if (live_connections() >= config_.max_connections) {
+      log->warn("connection refused: max-connections={} reached", config_.max_connections);
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    auto connection = std::make_shared<net::Connection>(std::move(socket), worker, services);
+    asio::co_spawn(worker.context(), net::Connection::serve(std::move(connection)), asio::detached);
+  }
+}
+
+asio::awaitable<bool> Server::flush_volumes() {
+  // Runs on worker 0 so the flushes go through its ring.
+  Worker& worker = *workers_.front();
+  bool ok = true;
+  for (const auto& volume : volumes_.list()) {
+    if (volume->read_only()) continue;
+    auto result = co_await volume->flush(worker.ring());
+    if (!result) {
+      ok = false;
+      common::logger("server")->error("final flush failed volume={} error=\"{}\"", volume->name(),
+                                       std::strerror(result.error()));
+    }
+  }
+  co_return ok;
+}
+
+asio::awaitable<void> Server::shutdown() {
+  if (shutting_down_) co_return;
+  shutting_down_ = true;
+  auto log = common::logger("server");
+  for (auto& listener : listeners_) listener->close();
+  for (auto& worker : workers_) worker->drain();
+  log->info("draining connections={} timeout_ms={}", live_connections(), config_.shutdown_timeout.count());
+
+  asio::steady_timer tick(context_);
+  const auto deadline = std::chrono::steady_clock::now() + config_.shutdown_timeout;
+  while (live_connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+    tick.expires_after(std::chrono::milliseconds(20));
+    co_await tick.async_wait(net::use_nothrow);
+  }
+  if (live_connections() > 0) {
+    log->warn("shutdown timeout: closing {} connections with requests still in flight", live_connections());
+    for (auto& worker : workers_) worker->close_all();
+    while (live_connections() > 0) {
+      tick.expires_after(std::chrono::milliseconds(20));
+      co_await tick.async_wait(net::use_nothrow);
+    }
+  }
+  const bool flushed =
+      co_await asio::co_spawn(workers_.front()->context(), flush_volumes(), asio::use_awaitable);
+  exit_code_ = flushed ? 0 : 1;
+  for (auto& worker : workers_) worker->stop();
+  log->info("stopped exit_code={}", exit_code_);
+  context_.stop();
+}
+
+}  // namespace blockd::server

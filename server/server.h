@@ -1,0 +1,57 @@
+// Server: the blockd process. Opens the volumes, starts the workers and listeners,
+// accepts connections and spreads them over the workers, and shuts down gracefully
+// on SIGTERM/SIGINT: stop accepting, drain sessions (ESHUTDOWN for new requests,
+// in-flight ones finish), flush every volume, exit 0.
+//
+// Thread affinity: constructed and run on the main thread, whose io_context carries
+// the listeners and the signal handling.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <memory>
+#include <vector>
+
+#include "server/config.h"
+#include "server/nbd/admission.h"
+#include "server/net/listener.h"
+#include "server/storage/volume_registry.h"
+#include "server/worker.h"
+
+namespace blockd::server {
+
+class Server {
+ public:
+  // Throws std::runtime_error with a message for the operator when a volume cannot
+  // be opened, a worker cannot start or an address cannot be bound.
+  explicit Server(ServerConfig config);
+  ~Server();
+
+  // Serves until a shutdown signal; returns the process exit code.
+  int run();
+
+ private:
+  void open_volumes();
+  void start_workers();
+  void open_listeners();
+  boost::asio::awaitable<void> accept_loop(net::Listener* listener);
+  boost::asio::awaitable<void> shutdown();
+  boost::asio::awaitable<bool> flush_volumes();
+  std::size_t live_connections() const;
+  Worker& next_worker();
+
+  ServerConfig config_;
+  boost::asio::io_context context_{1};
+  boost::asio::signal_set signals_;
+  storage::VolumeRegistry volumes_;
+  nbd::AdmitEveryone admission_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::unique_ptr<net::Listener>> listeners_;
+  std::size_t next_worker_ = 0;
+  bool shutting_down_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace blockd::server

@@ -1,0 +1,28 @@
+#include "server/storage/volume_registry.h"
+
+#include <stdexcept>
+
+namespace blockd::server::storage {
+
+void VolumeRegistry::add(std::shared_ptr<Volume> volume) {
+  std::lock_guard lock(mutex_);
+  const std::string name = volume->name();
+  if (!by_name_.emplace(name, std::move(volume)).second)
+    throw std::invalid_argument("volume name '" + name + "' is used twice");
+  if (default_name_.empty()) default_name_ = name;
+}
+
+std::shared_ptr<Volume> VolumeRegistry::find(const std::string& export_name) const {
+  std::lock_guard lock(mutex_);
+  auto it = by_name_.find(export_name.empty() ? default_name_ : export_name);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<Volume>> VolumeRegistry::list() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::shared_ptr<Volume>> out;
+  for (const auto& [name, volume] : by_name_) out.push_back(volume);
+  return out;
+}
+
+}  // namespace blockd::server::storage

@@ -1,0 +1,71 @@
+#include "server/worker.h"
+
+#include <boost/asio/post.hpp>
+
+#include "common/logging.h"
+#include "server/net/connection.h"
+
+namespace blockd::server {
+
+Worker::Worker(unsigned index, unsigned ring_entries)
+    : index_(index), ring_entries_(ring_entries), work_(context_.get_executor()) {}
+
+Worker::~Worker() { stop(); }
+
+void Worker::start() {
+  std::promise<void> ready;
+  auto started = ready.get_future();
+  thread_ = std::thread([this, &ready] { run(ready); });
+  try {
+    started.get();
+  } catch (...) {
+    thread_.join();
+    throw;
+  }
+}
+
+void Worker::run(std::promise<void>& ready) {
+  try {
+    ring_.emplace(context_, ring_entries_);
+  } catch (...) {
+    ready.set_exception(std::current_exception());
+    return;
+  }
+  ready.set_value();
+  context_.run();
+  ring_.reset();  // on the thread that owns it
+}
+
+void Worker::stop() {
+  if (!thread_.joinable()) return;
+  work_.reset();
+  context_.stop();
+  thread_.join();
+}
+
+void Worker::track(const std::shared_ptr<net::Connection>& connection) {
+  live_.emplace(connection.get(), connection);
+  connection_count_.fetch_add(1, std::memory_order_release);
+  if (draining_) connection->drain();
+}
+
+void Worker::forget(net::Connection* connection) {
+  if (live_.erase(connection) > 0) connection_count_.fetch_sub(1, std::memory_order_release);
+}
+
+void Worker::drain() {
+  boost::asio::post(context_, [this] {
+    draining_ = true;
+    for (auto& [ptr, weak] : live_)
+      if (auto connection = weak.lock()) connection->drain();
+  });
+}
+
+void Worker::close_all() {
+  boost::asio::post(context_, [this] {
+    for (auto& [ptr, weak] : live_)
+      if (auto connection = weak.lock()) connection->close();
+  });
+}
+
+}  // namespace blockd::server
