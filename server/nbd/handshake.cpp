@@ -19,6 +19,14 @@ constexpr const char* kBaseAllocation = "base:allocation";
 
 std::span<const std::byte> as_bytes(const std::vector<std::byte>& v) { return {v.data(), v.size()}; }
 
+// A name for an error message: error strings are bound by the spec's 4096-byte limit
+// on strings ("Conventions"), and a person needs only the start of a long name.
+std::string quoted(const std::string& name) {
+  constexpr std::size_t kShown = 64;
+  if (name.size() <= kShown) return "'" + name + "'";
+  return "'" + name.substr(0, kShown) + "...' (" + std::to_string(name.size()) + " bytes)";
+}
+
 }  // namespace
 
 Handshake::Handshake(net::Socket& socket, const storage::VolumeRegistry& volumes,
@@ -140,7 +148,7 @@ asio::awaitable<Handshake::Next> Handshake::handle_export_name(std::vector<std::
   if (data.size() > wire::kMaxStringLength) co_return close("export name longer than 4096 bytes");
   const std::string name(reinterpret_cast<const char*>(data.data()), data.size());
   auto volume = find_volume(name);
-  if (!volume) co_return close("EXPORT_NAME for unknown volume '" + name + "'");
+  if (!volume) co_return close("EXPORT_NAME for unknown volume " + quoted(name));
   client_.export_name = name;
   if (auto refusal = admission_.admit(*volume, client_, !volume->read_only()))
     co_return close("refused by policy: " + *refusal);
@@ -201,7 +209,7 @@ asio::awaitable<Handshake::Next> Handshake::handle_info_or_go(std::uint32_t opti
 
   auto volume = find_volume(*name);
   if (!volume)
-    co_return co_await refuse(option, wire::kRepErrUnknown, "no volume named '" + *name + "'");
+    co_return co_await refuse(option, wire::kRepErrUnknown, "no volume named " + quoted(*name));
   client_.export_name = *name;
   if (auto refusal = admission_.admit(*volume, client_, !volume->read_only()))
     co_return co_await refuse(option, wire::kRepErrPolicy, *refusal);
@@ -277,7 +285,7 @@ asio::awaitable<Handshake::Next> Handshake::handle_meta_context(std::uint32_t op
     co_return co_await refuse(option, wire::kRepErrInvalid, "trailing bytes after the queries");
   auto volume = find_volume(*name);
   if (!volume)
-    co_return co_await refuse(option, wire::kRepErrUnknown, "no volume named '" + *name + "'");
+    co_return co_await refuse(option, wire::kRepErrUnknown, "no volume named " + quoted(*name));
 
   if (matched) {
     ByteWriter out;
@@ -308,7 +316,8 @@ asio::awaitable<Handshake::Next> Handshake::refuse(std::uint32_t option, std::ui
   common::logger("nbd")->debug("option refused peer={} option={} error={:#x} message=\"{}\"",
                                client_.peer, option, error, message);
   const auto* p = reinterpret_cast<const std::byte*>(message.data());
-  if (!co_await reply(option, error, {p, message.size()})) co_return close("client left");
+  const std::size_t length = std::min<std::size_t>(message.size(), wire::kMaxStringLength);
+  if (!co_await reply(option, error, {p, length})) co_return close("client left");
   co_return Next::kContinue;
 }
 

@@ -146,7 +146,9 @@ class Blockd:
 
 
 def temp_dir(prefix="blockd-test-"):
-    return tempfile.TemporaryDirectory(prefix=prefix)
+    d = tempfile.TemporaryDirectory(prefix=prefix)
+    _temp_dirs.append(d.name)   # so the watchdog can remove it too
+    return d
 
 
 def deadline(seconds):
@@ -161,6 +163,7 @@ def deadline(seconds):
 
 _started = []          # Blockd instances started by this process
 _on_timeout = []       # cleanup callables run by the watchdog before it exits
+_temp_dirs = []        # temp_dir() paths, removed by the watchdog (no mounts inside)
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -251,6 +254,17 @@ def _watchdog_fire(seconds):
             if b.proc is not None and b.proc.poll() is None:
                 sys.stderr.write("blockd log:\n" + b.log[-4000:] + "\n")
                 b.proc.kill()
+                b.proc.wait(10)
+        except Exception:
+            pass
+    for d in _temp_dirs:
+        try:
+            with open("/proc/self/mounts") as f:
+                busy = any(line.split()[1].startswith(d.rstrip("/") + "/") for line in f)
+            if busy:
+                sys.stderr.write(f"leaving {d} in place: something is still mounted inside\n")
+            else:
+                shutil.rmtree(d, ignore_errors=True)
         except Exception:
             pass
     sys.stderr.flush()
