@@ -199,6 +199,9 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
     std::string error;
     auto spec = parse_volume_spec(text, error);
     if (!spec) return fail("--volume " + error);
+    for (const auto& earlier : config.volumes)
+      if (earlier.name == spec->name)
+        return fail("--volume " + text + ": the name '" + spec->name + "' is used twice");
     config.volumes.push_back(*spec);
   }
   if (config.volumes.empty())
