@@ -49,7 +49,8 @@ std::string format_size(std::uint64_t bytes) {
   static constexpr std::array<const char*, 7> kNames = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   std::size_t unit = 0;
   double value = static_cast<double>(bytes);
-  while (value >= 1024.0 && unit + 1 < kNames.size()) {
+  // 1023.95 and above would print as "1024.0": step up to the next unit instead.
+  while (value >= 1023.95 && unit + 1 < kNames.size()) {
     value /= 1024.0;
     ++unit;
   }

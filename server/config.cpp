@@ -51,14 +51,29 @@ std::optional<ListenAddress> parse_listen_address(const std::string& text, std::
     }
     return address;
   }
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos) {
-    error = "'" + text + "' has no port; write ADDRESS:PORT, e.g. 127.0.0.1:10809 or [::1]:10809";
-    return std::nullopt;
+  // "[IPv6]:PORT" or "IPv4:PORT"; a bare IPv6 address would be ambiguous.
+  std::string host, port_text;
+  const auto no_port = "'" + text + "' has no port; write ADDRESS:PORT, e.g. 127.0.0.1:10809 or [::1]:10809";
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find("]:");
+    if (close == std::string::npos) {
+      error = text.find(']') == std::string::npos
+                  ? "'" + text + "' is not an IPv4 or IPv6 address: ']' is missing"
+                  : no_port;
+      return std::nullopt;
+    }
+    host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else {
+    const auto colon = text.find(':');
+    if (colon == std::string::npos || text.find(':', colon + 1) != std::string::npos) {
+      error = text.find(':') == std::string::npos ? no_port
+                                                  : "'" + text + "': put an IPv6 address in brackets, e.g. [::1]:10809";
+      return std::nullopt;
+    }
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
   }
-  std::string host = text.substr(0, colon);
-  const std::string port_text = text.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   if (host.empty()) host = "::";
   boost::system::error_code ec;
   boost::asio::ip::make_address(host, ec);
@@ -67,11 +82,10 @@ std::optional<ListenAddress> parse_listen_address(const std::string& text, std::
     return std::nullopt;
   }
   unsigned long port = 0;
-  try {
-    std::size_t used = 0;
-    port = std::stoul(port_text, &used);
-    if (used != port_text.size() || port > 65535) throw std::out_of_range("port");
-  } catch (const std::exception&) {
+  const bool digits_only = !port_text.empty() && port_text.size() <= 5 &&
+                           port_text.find_first_not_of("0123456789") == std::string::npos;
+  if (digits_only) port = std::stoul(port_text);
+  if (!digits_only || port > 65535) {
     error = "'" + text + "': port must be a number from 0 to 65535 (0 picks a free port)";
     return std::nullopt;
   }

@@ -91,12 +91,14 @@ Result<std::vector<Extent>> MemoryBackend::extents(std::uint64_t offset, std::ui
   std::lock_guard lock(mutex_);
   std::vector<Extent> out;
   const std::uint64_t end = std::min(size_, offset + length);
-  while (offset < end && out.size() < max_extents) {
+  while (offset < end) {
     const bool present = chunks_.count(offset / kChunk) != 0;
     const std::uint32_t flags = present ? 0 : (common::nbd::kStateHole | common::nbd::kStateZero);
     const std::uint64_t n = std::min(end - offset, kChunk - offset % kChunk);
     if (!out.empty() && out.back().flags == flags) {
       out.back().length += n;
+    } else if (out.size() == max_extents) {
+      break;
     } else {
       out.push_back({n, flags});
     }

@@ -47,6 +47,9 @@ std::unique_ptr<UringFileBackend> UringFileBackend::open(const Options& options)
     if (errno != ENOENT) fail(path, "cannot stat", errno);
     if (!options.size) fail(path, "does not exist; give size=... to create it");
     if (options.read_only) fail(path, "does not exist and the volume is read-only");
+    // Checked before creating, so a refused size leaves nothing behind.
+    if (*options.size == 0 || *options.size % 512 != 0)
+      fail(path, "size " + std::to_string(*options.size) + " is zero or is not a multiple of 512 bytes");
     flags |= O_CREAT | O_EXCL;
   }
   common::UniqueFd fd(::open(path.c_str(), flags, 0600));

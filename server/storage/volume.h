@@ -2,7 +2,7 @@
 // durability rules of DESIGN.md §2 live:
 //   - a FUA write is durable before it is acknowledged;
 //   - TRIM/WRITE_ZEROES with FUA are followed by a flush;
-//   - a failed fsync (or failed durable write) poisons the volume: every later
+//   - a failed fsync, or a durable (FUA) write failing with EIO, poisons the volume: every later
 //     write and flush fails with EIO until an operator intervenes. An fsync is never
 //     retried and reported as success, because the kernel may have dropped the dirty
 //     pages it failed to write.
