@@ -95,6 +95,9 @@ void Ring::submit_now() {
     if (ret >= 0) {
       submissions_ += static_cast<unsigned>(ret);
       unsubmitted_ -= std::min<unsigned>(unsubmitted_, static_cast<unsigned>(ret));
+      // Reads of cached pages often complete inside io_uring_submit(): reap them now
+      // rather than after an eventfd wake-up and another trip through epoll.
+      drain_completions();
       return;
     }
     if (ret == -EINTR) continue;
@@ -120,6 +123,8 @@ void Ring::wait_for_completions() {
 }
 
 void Ring::drain_completions() {
+  if (draining_) return;  // a completion handler submitted and we are already reaping
+  draining_ = true;
   io_uring_cqe* cqe = nullptr;
   while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
     std::unique_ptr<Completion> completion(static_cast<Completion*>(io_uring_cqe_get_data(cqe)));
@@ -128,6 +133,7 @@ void Ring::drain_completions() {
     ++completions_;
     if (completion) std::move (*completion)(result);
   }
+  draining_ = false;
 }
 
 asio::awaitable<int> Ring::read(int fd, std::span<std::byte> buffer, std::uint64_t offset) {

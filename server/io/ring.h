@@ -72,6 +72,7 @@ class Ring {
   int event_fd_ = -1;
   asio::posix::stream_descriptor event_;
   bool submit_scheduled_ = false;
+  bool draining_ = false;
   unsigned unsubmitted_ = 0;
   std::uint64_t submissions_ = 0;
   std::uint64_t completions_ = 0;

@@ -2,7 +2,6 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/read.hpp>
 #include <cstring>
 
 #include "common/logging.h"
@@ -30,6 +29,7 @@ Session::Session(net::Socket& socket, Negotiated negotiated, io::Ring& ring,
       ring_(ring),
       buffers_(buffers),
       peer_(std::move(peer)),
+      requests_(socket),
       replies_(socket),
       request_finished_(socket.get_executor()),
       linger_(socket.get_executor()) {}
@@ -73,7 +73,7 @@ asio::awaitable<std::string> Session::read_requests() {
   for (;;) {
     while (in_flight_ >= kMaxInFlight || in_flight_bytes_ >= kMaxInFlightBytes)
       co_await request_finished_.wait();
-    auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(header), net::use_nothrow);
+    const auto ec = co_await requests_.read_exact(header.data(), header.size());
     if (ec == asio::error::eof) co_return "client disconnected";
     if (ec == asio::error::operation_aborted) co_return draining_ ? "server shutdown" : "closed";
     if (ec) co_return "read error: " + ec.message();
@@ -89,34 +89,20 @@ asio::awaitable<std::string> Session::read_requests() {
         if (request->length > kMaxDrainLength)
           co_return "protocol violation: write payload of " + std::to_string(request->length) +
               " bytes";
-        if (!co_await discard_payload(request->length)) co_return "client left inside a write payload";
+        if (co_await requests_.skip(request->length)) co_return "client left inside a write payload";
         reply_error(*request, Error::kInval, "write larger than the 32 MiB maximum payload");
         continue;
       }
       payload = buffers_.acquire(request->length);
-      if (request->length > 0) {
-        auto [ec2, n2] = co_await asio::async_read(socket_, asio::buffer(payload.data(), payload.size()),
-                                                   net::use_nothrow);
-        // Nothing of a partial payload is ever submitted to the disk.
-        if (ec2) co_return "client left inside a write payload";
-      }
+      // Nothing of a partial payload is ever submitted to the disk.
+      if (co_await requests_.read_exact(payload.data(), payload.size()))
+        co_return "client left inside a write payload";
     }
     // "The client sends NBD_CMD_DISC whereupon the server MUST ... close the TCP
     // connection" once in-flight requests are answered (serve() waits for them).
     if (request->type == static_cast<std::uint16_t>(Command::kDisc)) co_return "client sent DISC";
     dispatch(*request, std::move(payload));
   }
-}
-
-asio::awaitable<bool> Session::discard_payload(std::uint32_t length) {
-  io::Buffer scratch = buffers_.acquire(1 << 20);
-  while (length > 0) {
-    const std::size_t n = std::min<std::size_t>(length, scratch.size());
-    auto [ec, got] = co_await asio::async_read(socket_, asio::buffer(scratch.data(), n), net::use_nothrow);
-    if (ec) co_return false;
-    length -= static_cast<std::uint32_t>(n);
-  }
-  co_return true;
 }
 
 std::size_t Session::cost(const RequestHeader& request) const {

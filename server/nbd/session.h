@@ -26,6 +26,7 @@
 #include "server/io/ring.h"
 #include "server/nbd/handshake.h"
 #include "server/nbd/reply_writer.h"
+#include "server/nbd/request_reader.h"
 
 namespace blockd::server::nbd {
 
@@ -66,7 +67,6 @@ class Session : public std::enable_shared_from_this<Session> {
   using RequestHeader = common::nbd::RequestHeader;
 
   asio::awaitable<std::string> read_requests();
-  asio::awaitable<bool> discard_payload(std::uint32_t length);
   void dispatch(const RequestHeader& request, io::Buffer payload);
   static asio::awaitable<void> run_request(std::shared_ptr<Session> self, RequestHeader request,
                                            io::Buffer payload);
@@ -87,6 +87,7 @@ class Session : public std::enable_shared_from_this<Session> {
   io::Ring& ring_;
   io::BufferPool& buffers_;
   std::string peer_;
+  RequestReader requests_;
   ReplyWriter replies_;
   io::AsyncEvent request_finished_;
   asio::steady_timer linger_;
