@@ -140,7 +140,15 @@ asio::awaitable<void> Server::accept_loop(net::Listener* listener) {
       continue;
     }
     if (live_connections() >= config_.max_connections) {
-      log->warn("connection refused: max-connections={} reached", config_.max_connections);
+      // Client-caused, so rate-limited: one line per second with the count.
+      ++refused_;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
+        log->warn("connections refused: max-connections={} reached refused={}",
+                  config_.max_connections, refused_);
+        refused_ = 0;
+        last_refusal_log_ = now;
+      }
       boost::system::error_code ignored;
       socket.close(ignored);
       continue;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -51,6 +52,8 @@ class Server {
   std::vector<std::unique_ptr<net::Listener>> listeners_;
   std::size_t next_worker_ = 0;
   bool shutting_down_ = false;
+  std::uint64_t refused_ = 0;
+  std::chrono::steady_clock::time_point last_refusal_log_{};
   int exit_code_ = 0;
 };
 

@@ -102,6 +102,41 @@ def main():
             check("address in use: exit 1 naming the address",
                   r.returncode == 1 and f"127.0.0.1:{port}" in r.stderr, (r.returncode, r.stderr))
 
+        # --max-connections: the third client is closed at once, the first two are served,
+        # and once one leaves a new client is served again.
+        limited = fx.Blockd(["name=m,backend=memory,size=1MiB"], extra=["--max-connections", "2"])
+        with limited:
+            def greeting(sock):
+                sock.settimeout(10)
+                data = b""
+                try:
+                    while len(data) < 18:
+                        chunk = sock.recv(18 - len(data))
+                        if not chunk:
+                            break
+                        data += chunk
+                except (ConnectionResetError, socket.timeout):
+                    pass
+                return data
+            first = socket.create_connection(("127.0.0.1", limited.port))
+            second = socket.create_connection(("127.0.0.1", limited.port))
+            ok_first = greeting(first)[:8] == b"NBDMAGIC" and greeting(second)[:8] == b"NBDMAGIC"
+            third = socket.create_connection(("127.0.0.1", limited.port))
+            check("max-connections: two clients greeted", ok_first)
+            check("max-connections: the third is closed without a greeting", greeting(third) == b"")
+            third.close()
+            first.close()
+            fx_deadline = fx.deadline(10)
+            served = False
+            while fx_deadline() and not served:
+                fourth = socket.create_connection(("127.0.0.1", limited.port))
+                served = greeting(fourth)[:8] == b"NBDMAGIC"
+                fourth.close()
+            check("max-connections: a slot freed is served again", served)
+            second.close()
+            check("max-connections: the refusal is logged", "max-connections=2 reached" in limited.log,
+                  limited.log[-500:])
+
         r = run_blockd(["--help"])
         check("--help exits 0 and documents --volume", r.returncode == 0 and "--volume" in r.stdout, r.returncode)
 
