@@ -5,6 +5,8 @@
 
 #include <boost/asio/post.hpp>
 #include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <memory>
 #include <system_error>
 
@@ -51,31 +53,59 @@ Ring::Ring(asio::io_context& context, unsigned entries) : context_(context), eve
 }
 
 Ring::~Ring() {
-  // Operations still in the kernel complete into buffers their coroutine frames own;
-  // the frames are destroyed with the pending completions below, after the ring is gone.
   boost::system::error_code ignored;
   event_.close(ignored);
-  io_uring_cqe* cqe = nullptr;
-  while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
-    delete static_cast<Completion*>(io_uring_cqe_get_data(cqe));
-    io_uring_cqe_seen(&ring_, cqe);
-  }
+  cancel_in_flight();
   io_uring_queue_exit(&ring_);
 }
 
-io_uring_sqe* Ring::acquire_sqe() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  if (sqe == nullptr) {
-    submit_now();  // the submission queue is full: hand it to the kernel and retry
-    sqe = io_uring_get_sqe(&ring_);
+void Ring::cancel_in_flight() {
+  // Operations still in the kernel would complete into buffers owned by the coroutine
+  // frames their completions hold. Cancel them, and wait (bounded) until the kernel
+  // has let go of every one before the frames are destroyed with their completions.
+  for (const Ready& ready : ready_) {  // reaped, never delivered
+    delete ready.completion;
+    --in_flight_;
   }
-  if (sqe == nullptr) throw std::runtime_error("io_uring submission queue exhausted");
-  return sqe;
+  ready_.clear();
+  if (in_flight_ == 0) return;
+  io_uring_submit(&ring_);  // not submit_now(): no completion may resume anything here
+  if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
+    io_uring_prep_cancel(sqe, nullptr, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data(sqe, nullptr);
+    io_uring_submit(&ring_);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (in_flight_ > 0 && std::chrono::steady_clock::now() < deadline) {
+    __kernel_timespec wait{0, 100'000'000};
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_wait_cqe_timeout(&ring_, &cqe, &wait) != 0) continue;
+    if (auto* completion = static_cast<Completion*>(io_uring_cqe_get_data(cqe))) {
+      delete completion;  // destroys the waiting coroutine frame without resuming it
+      --in_flight_;
+    }
+    io_uring_cqe_seen(&ring_, cqe);
+  }
+  if (in_flight_ > 0)
+    common::logger("uring")->error("{} io_uring operations did not finish at shutdown", in_flight_);
+}
+
+io_uring_sqe* Ring::acquire_sqe() {
+  // A full submission queue is handed to the kernel, which frees its slots at once.
+  // Nothing is delivered from here: a completion handler run inside acquire_sqe()
+  // would submit again and could take the slot this caller is about to use.
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) return sqe;
+    const int ret = enter();
+    if (ret < 0 && ret != -EAGAIN && ret != -EBUSY) break;
+  }
+  throw std::runtime_error("io_uring submission queue stays full");
 }
 
 void Ring::track(io_uring_sqe* sqe, Completion completion) {
   io_uring_sqe_set_data(sqe, new Completion(std::move(completion)));
   ++unsubmitted_;
+  ++in_flight_;
   schedule_submit();
 }
 
@@ -88,28 +118,32 @@ void Ring::schedule_submit() {
   });
 }
 
-void Ring::submit_now() {
-  if (unsubmitted_ == 0) return;
+int Ring::enter() {
   for (;;) {
     const int ret = io_uring_submit(&ring_);
     if (ret >= 0) {
       submissions_ += static_cast<unsigned>(ret);
       unsubmitted_ -= std::min<unsigned>(unsubmitted_, static_cast<unsigned>(ret));
-      // Reads of cached pages often complete inside io_uring_submit(): reap them now
-      // rather than after an eventfd wake-up and another trip through epoll.
-      drain_completions();
-      return;
+      return ret;
     }
     if (ret == -EINTR) continue;
     if (ret == -EAGAIN || ret == -EBUSY) {
-      // The kernel is short of resources or the CQ is full: reap, then retry later.
-      drain_completions();
-      schedule_submit();
-      return;
+      // The kernel is short of resources or the CQ is full: take completions off the
+      // ring (delivered later) so it can accept more.
+      reap();
+      return ret;
     }
     common::logger("uring")->critical("io_uring_submit failed error={}", std::strerror(-ret));
     throw std::system_error(-ret, std::generic_category(), "io_uring_submit");
   }
+}
+
+void Ring::submit_now() {
+  if (unsubmitted_ > 0 && enter() < 0) schedule_submit();
+  // Reads of cached pages often complete inside io_uring_submit(): deliver them now
+  // rather than after an eventfd wake-up and another trip through epoll.
+  reap();
+  deliver();
 }
 
 void Ring::wait_for_completions() {
@@ -117,23 +151,32 @@ void Ring::wait_for_completions() {
     if (ec) return;  // closed at shutdown
     std::uint64_t counter;
     [[maybe_unused]] ssize_t n = ::read(event_fd_, &counter, sizeof counter);
-    drain_completions();
+    reap();
+    deliver();
     wait_for_completions();
   });
 }
 
-void Ring::drain_completions() {
-  if (draining_) return;  // a completion handler submitted and we are already reaping
-  draining_ = true;
+void Ring::reap() {
   io_uring_cqe* cqe = nullptr;
   while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
-    std::unique_ptr<Completion> completion(static_cast<Completion*>(io_uring_cqe_get_data(cqe)));
-    const int result = cqe->res;
+    ready_.push_back({static_cast<Completion*>(io_uring_cqe_get_data(cqe)), cqe->res});
     io_uring_cqe_seen(&ring_, cqe);
-    ++completions_;
-    if (completion) std::move (*completion)(result);
   }
-  draining_ = false;
+}
+
+void Ring::deliver() {
+  if (delivering_) return;  // a handler resumed from here submitted: the outer loop delivers
+  delivering_ = true;
+  while (!ready_.empty()) {
+    const Ready ready = ready_.front();
+    ready_.pop_front();
+    std::unique_ptr<Completion> completion(ready.completion);
+    ++completions_;
+    --in_flight_;
+    if (completion) std::move (*completion)(ready.result);
+  }
+  delivering_ = false;
 }
 
 asio::awaitable<int> Ring::read(int fd, std::span<std::byte> buffer, std::uint64_t offset) {

@@ -19,6 +19,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <span>
 
 namespace blockd::server::io {
@@ -64,16 +65,25 @@ class Ring {
   void track(io_uring_sqe* sqe, Completion completion);
   void schedule_submit();
   void submit_now();
+  int enter();    // io_uring_submit with retries; never delivers completions
   void wait_for_completions();
-  void drain_completions();
+  void reap();     // completion queue -> ready_, without running anything
+  void deliver();  // runs the handlers in ready_
+  void cancel_in_flight();
 
   asio::io_context& context_;
   io_uring ring_{};
   int event_fd_ = -1;
   asio::posix::stream_descriptor event_;
   bool submit_scheduled_ = false;
-  bool draining_ = false;
+  bool delivering_ = false;
+  struct Ready {
+    Completion* completion;
+    int result;
+  };
+  std::deque<Ready> ready_;
   unsigned unsubmitted_ = 0;
+  std::size_t in_flight_ = 0;  // submitted or queued, completion not yet delivered
   std::uint64_t submissions_ = 0;
   std::uint64_t completions_ = 0;
 };
