@@ -4,9 +4,11 @@
 #include <boost/asio/ip/address.hpp>
 #include <cstdio>
 #include <iostream>
+#include <sys/stat.h>
 
 #include "common/logging.h"
 #include "common/size.h"
+#include "server/config_file.h"
 
 namespace blockd::server {
 
@@ -162,19 +164,57 @@ std::optional<VolumeSpec> parse_volume_spec(const std::string& text, std::string
   return spec;
 }
 
+namespace {
+
+// The file's value for everything the command line did not set; `given(flag)` says
+// whether the command line set it.
+template <typename Given>
+void merge_file(const FileConfig& file, const Given& given, ServerConfig& config) {
+  if (!given("--listen")) config.listen = file.listen;
+  if (!given("--state-dir")) config.state_dir = file.state_dir;
+  if (!given("--control-socket")) config.control_socket = file.control_socket;
+  if (!given("--control-listen") && file.control_listen) config.control_listen = file.control_listen;
+  if (!given("--workers") && file.workers) config.workers = *file.workers;
+  if (!given("--log-level") && file.log_level) config.log_level = *file.log_level;
+  if (!given("--handshake-timeout") && file.handshake_timeout) config.handshake_timeout = *file.handshake_timeout;
+  if (!given("--shutdown-timeout") && file.shutdown_timeout) config.shutdown_timeout = *file.shutdown_timeout;
+  if (!given("--max-connections") && file.max_connections) config.max_connections = *file.max_connections;
+  config.storage_classes = file.storage_classes;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
 std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& config) {
   CLI::App app{"blockd: a network block device server (NBD protocol) for stateful workloads"};
   app.set_version_flag("--version", "blockd 0.1.0");
   std::vector<std::string> listen, volumes;
-  std::string log_level = "info";
+  std::string log_level = "info", control_listen;
+  std::string config_path;
   double handshake_timeout = 30, shutdown_timeout = 10;
+  app.add_option("--config", config_path,
+                 "The TOML config file (default /etc/blockd/blockd.toml, read when it exists); "
+                 "command-line flags override it");
   app.add_option("--listen", listen,
                  "Address to listen on: IPv4:PORT, [IPv6]:PORT or unix:PATH; repeatable; port 0 "
                  "picks a free port (default [::]:10809)");
   app.add_option("--volume", volumes,
-                 "Export a volume: name=NAME,path=PATH[,size=SIZE][,read-only][,description=TEXT] "
+                 "Export a volume that is not in the catalog: "
+                 "name=NAME,path=PATH[,size=SIZE][,read-only][,description=TEXT] "
                  "or name=NAME,backend=memory,size=SIZE; repeatable. A missing file is created "
                  "sparse with the given size.");
+  app.add_option("--state-dir", config.state_dir,
+                 "Where the catalog lives (catalog.pb) and, without storage classes, the volumes "
+                 "(default /var/lib/blockd)");
+  app.add_option("--control-socket", config.control_socket,
+                 "The control API's Unix socket (default /run/blockd/control.sock)");
+  app.add_option("--control-listen", control_listen,
+                 "Also serve the control API on this TCP address, IPv4:PORT or [IPv6]:PORT "
+                 "(default: off; the API has no authentication)");
   app.add_option("--workers", config.workers, "Worker threads, each with its own io_uring ring (default: one per core)")
       ->check(CLI::Range(0U, 256U));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
@@ -196,18 +236,26 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);
-    return code == 0 ? 0 : 2;
+    return code == 0 ? 0 : kExitUsage;
   }
 
   auto fail = [](const std::string& message) {
     std::cerr << "blockd: " << message << "\n";
-    return std::optional<int>(2);
+    return std::optional<int>(kExitUsage);
   };
   for (const auto& text : listen) {
     std::string error;
     auto address = parse_listen_address(text, error);
     if (!address) return fail("--listen " + error);
     config.listen.push_back(*address);
+  }
+  if (!control_listen.empty()) {
+    std::string error;
+    auto address = parse_listen_address(control_listen, error);
+    if (!address) return fail("--control-listen " + error);
+    if (address->kind != ListenAddress::Kind::kTcp)
+      return fail("--control-listen takes a TCP address; the Unix socket is --control-socket PATH");
+    config.control_listen = *address;
   }
   for (const auto& text : volumes) {
     std::string error;
@@ -218,11 +266,34 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
         return fail("--volume " + text + ": the name '" + spec->name + "' is used twice");
     config.volumes.push_back(*spec);
   }
-  if (config.volumes.empty())
-    return fail("no volume to serve; add e.g. --volume name=demo,path=/var/lib/blockd/demo.img,size=1GiB");
+  for (const auto* path : {&config.state_dir, &config.control_socket}) {
+    const char* flag = path == &config.state_dir ? "--state-dir" : "--control-socket";
+    if (app.count(flag) && (path->empty() || path->front() != '/'))
+      return fail(std::string(flag) + " '" + *path + "' must be an absolute path");
+  }
+  if (config.control_socket.size() >= 108)
+    return fail("--control-socket is " + std::to_string(config.control_socket.size()) +
+                " bytes long; a Unix socket path must be at most 107");
   common::parse_log_level(log_level, config.log_level);
   config.handshake_timeout = std::chrono::milliseconds(static_cast<long>(handshake_timeout * 1000));
   config.shutdown_timeout = std::chrono::milliseconds(static_cast<long>(shutdown_timeout * 1000));
+  if (app.count("--state-dir")) config.state_dir = storage::normalize_directory(config.state_dir);
+
+  // The file: the one named, or the default one if it exists (a node configured only by
+  // flags, or a test, needs none).
+  if (config_path.empty() && file_exists(std::string(kDefaultConfigPath))) config_path = kDefaultConfigPath;
+  if (!config_path.empty()) {
+    std::string error;
+    auto file = parse_config_file(config_path, error);
+    if (!file) {
+      std::cerr << "blockd: " << error << "\n";
+      return kExitConfig;
+    }
+    // A volume named on the command line may not collide with the file's settings; the
+    // merge itself cannot fail.
+    merge_file(*file, [&](const char* flag) { return app.count(flag) > 0; }, config);
+    config.config_path = config_path;
+  }
   return std::nullopt;
 }
 

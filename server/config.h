@@ -11,6 +11,8 @@
 
 #include <spdlog/common.h>
 
+#include "server/storage/storage_class.h"
+
 namespace blockd::server {
 
 struct ListenAddress {
@@ -33,7 +35,15 @@ struct VolumeSpec {
 
 struct ServerConfig {
   std::vector<ListenAddress> listen;  // empty: the default [::]:10809
+  // Volumes named on the command line: served, never in the catalog. The catalog's
+  // volumes (created through the control API) are served too.
   std::vector<VolumeSpec> volumes;
+  std::string config_path;            // the file read, or empty when none was
+  std::string state_dir = "/var/lib/blockd";  // catalog.pb, and the fallback class's volumes
+  std::string control_socket = "/run/blockd/control.sock";
+  std::optional<ListenAddress> control_listen;  // TCP; off unless set
+  // From the config file; empty: storage::fallback_storage_class(state_dir).
+  std::vector<storage::StorageClass> storage_classes;
   unsigned workers = 0;  // 0: one per core
   unsigned ring_entries = 256;
   spdlog::level::level_enum log_level = spdlog::level::info;
@@ -45,15 +55,23 @@ struct ServerConfig {
 
 inline constexpr std::uint16_t kDefaultPort = 10809;
 
+// Exit codes (README "Running blockd"): 1 cannot start or run, 2 bad command line,
+// 3 bad config file (systemd's RestartPreventExitStatus: restarting cannot fix it).
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitConfig = 3;
+
 // Each returns the parsed value, or fills `error` and returns nullopt.
 std::optional<ListenAddress> parse_listen_address(const std::string& text, std::string& error);
 std::optional<VolumeSpec> parse_volume_spec(const std::string& text, std::string& error);
 bool is_valid_volume_name(const std::string& name);
 std::string to_string(const ListenAddress& address);
 
-// Parses argv. Returns the exit code to use when blockd must not start
-// (0 after --help/--version, 2 for a usage error, message already printed), or
-// nullopt when `config` is ready.
+// Parses argv, then reads the config file (--config PATH, or /etc/blockd/blockd.toml when
+// it exists) and merges it: a flag given on the command line wins over the file.
+// Returns the exit code to use when blockd must not start (0 after --help/--version,
+// kExitUsage for a bad command line, kExitConfig for a bad config file; the message is
+// already printed), or nullopt when `config` is ready.
 std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& config);
 
 }  // namespace blockd::server

@@ -20,8 +20,8 @@ namespace blockd::server {
 namespace {
 
 constexpr std::size_t kMaxConfigBytes = 1 << 20;
-constexpr std::array<std::string_view, 8> kTopLevelKeys = {
-    "listen",      "state_dir",         "control_socket",   "workers",
+constexpr std::array<std::string_view, 9> kTopLevelKeys = {
+    "listen",      "state_dir",         "control_socket",   "control_listen",  "workers",
     "log_level",   "handshake_timeout", "shutdown_timeout", "max_connections"};
 constexpr std::string_view kStorageClassKey = "storage_class";
 constexpr std::array<std::string_view, 5> kClassKeys = {"name", "directory", "allocation", "io", "default"};
@@ -48,6 +48,8 @@ class Parser {
         if (config.control_socket.size() >= 108)
           fail(node, "control_socket is " + std::to_string(config.control_socket.size()) +
                          " bytes long; a Unix socket path must be at most 107, choose a shorter one");
+      } else if (name == "control_listen") {
+        config.control_listen = parse_control_listen(node);
       } else if (name == "workers") {
         config.workers = static_cast<unsigned>(parse_integer(node, "workers", 0, 256, "(0: one per core)"));
       } else if (name == "log_level") {
@@ -191,6 +193,16 @@ class Parser {
       out.push_back(*address);
     }
     return out;
+  }
+
+  ListenAddress parse_control_listen(const toml::node& node) const {
+    const std::string text = parse_string(node, "control_listen", "control_listen = \"127.0.0.1:10810\"");
+    std::string error;
+    auto address = parse_listen_address(text, error);
+    if (!address) fail(node, "control_listen " + error);
+    if (address->kind != ListenAddress::Kind::kTcp)
+      fail(node, "control_listen takes a TCP address such as \"127.0.0.1:10810\"; the Unix socket is control_socket");
+    return *address;
   }
 
   std::vector<storage::StorageClass> parse_storage_classes(const toml::node& node) const {

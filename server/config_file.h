@@ -32,6 +32,7 @@ struct FileConfig {
   std::vector<ListenAddress> listen;  // empty: the file sets none
   std::string state_dir{kDefaultStateDir};            // absolute, normalised
   std::string control_socket{kDefaultControlSocket};  // absolute, < 108 bytes
+  std::optional<ListenAddress> control_listen;        // TCP only; off unless set
   std::optional<unsigned> workers;                    // 0: one per core
   std::optional<spdlog::level::level_enum> log_level;
   std::optional<std::chrono::milliseconds> handshake_timeout;

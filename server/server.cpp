@@ -30,12 +30,45 @@ std::unique_ptr<storage::Backend> make_backend(const VolumeSpec& spec) {
 
 Server::Server(ServerConfig config) : config_(std::move(config)), signals_(context_, SIGINT, SIGTERM) {
   open_volumes();
+  open_catalog();
   start_workers();
   open_listeners();
+  open_control_api();
 }
 
 Server::~Server() {
+  if (control_) control_->stop();
   for (auto& worker : workers_) worker->stop();
+}
+
+void Server::open_catalog() {
+  auto log = common::logger("server");
+  std::vector<storage::StorageClass> classes = config_.storage_classes;
+  if (classes.empty()) classes.push_back(storage::fallback_storage_class(config_.state_dir));
+  try {
+    catalog_ = std::make_unique<catalog::Catalog>(file_system_, config_.state_dir,
+                                                  storage::StorageClassSet(std::move(classes)));
+    // Logs what it did and what an operator should look at.
+    catalog_->recover();
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("cannot open the catalog in ") + config_.state_dir + ": " + e.what());
+  }
+  volume_service_ = std::make_unique<VolumeService>(*catalog_, volumes_, config_.unsafe_ack_without_sync);
+  for (const VolumeSpec& spec : config_.volumes) volume_service_->add_command_line_volume(spec.name);
+  const std::size_t served = volume_service_->export_catalog_volumes();
+  log->info("catalog loaded path={} volumes={} served={} classes={}", catalog_->path(),
+            catalog_->list_volumes().size(), served, catalog_->storage_classes().all().size());
+}
+
+void Server::open_control_api() {
+  control::NodeState node;
+  for (const auto& listener : listeners_) node.nbd_listen.push_back(listener->address());
+  node.state_dir = config_.state_dir;
+  node.workers = static_cast<unsigned>(workers_.size());
+  node.started = started_;
+  node.listening = [this] { return listening_.load(); };
+  api_ = std::make_unique<control::ApiHandler>(*volume_service_, std::move(node));
+  control_ = std::make_unique<control::ControlServer>(config_.control_socket, config_.control_listen, *api_);
 }
 
 void Server::open_volumes() {
@@ -103,7 +136,9 @@ int Server::run() {
     common::logger("server")->info("received {}: shutting down", signal == SIGTERM ? "SIGTERM" : "SIGINT");
     asio::co_spawn(context_, shutdown(), asio::detached);
   });
-  log->info("blockd ready volumes={} listeners={}", config_.volumes.size(), listeners_.size());
+  listening_ = true;
+  control_->start();
+  log->info("blockd ready volumes={} listeners={}", volumes_.list().size(), listeners_.size());
   context_.run();
   return exit_code_;
 }
@@ -177,7 +212,10 @@ asio::awaitable<bool> Server::flush_volumes() {
 asio::awaitable<void> Server::shutdown() {
   if (shutting_down_) co_return;
   shutting_down_ = true;
+  listening_ = false;
   auto log = common::logger("server");
+  // No volume changes while draining: the API goes first.
+  control_->stop();
   for (auto& listener : listeners_) listener->close();
   for (auto& worker : workers_) worker->drain();
   log->info("draining connections={} timeout_ms={}", live_connections(), config_.shutdown_timeout.count());

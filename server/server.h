@@ -1,4 +1,5 @@
-// Server: the blockd process. Opens the volumes, starts the workers and listeners,
+// Server: the blockd process. Opens the volumes (command line, then the catalog, after
+// its crash recovery), starts the workers, the NBD listeners and the control API,
 // accepts connections and spreads them over the workers, and shuts down gracefully
 // on SIGTERM/SIGINT: stop accepting, drain sessions (ESHUTDOWN for new requests,
 // in-flight ones finish), flush every volume, exit 0.
@@ -15,10 +16,15 @@
 #include <memory>
 #include <vector>
 
+#include "server/catalog/catalog.h"
+#include "server/catalog/real_file_system.h"
 #include "server/config.h"
+#include "server/control/api_handler.h"
+#include "server/control/control_server.h"
 #include "server/nbd/admission.h"
 #include "server/net/listener.h"
 #include "server/storage/volume_registry.h"
+#include "server/volume_service.h"
 #include "server/worker.h"
 
 namespace blockd::server {
@@ -35,6 +41,8 @@ class Server {
 
  private:
   void open_volumes();
+  void open_catalog();
+  void open_control_api();
   void start_workers();
   void open_listeners();
   boost::asio::awaitable<void> accept_loop(net::Listener* listener);
@@ -47,6 +55,13 @@ class Server {
   boost::asio::io_context context_{1};
   boost::asio::signal_set signals_;
   storage::VolumeRegistry volumes_;
+  catalog::RealFileSystem file_system_;
+  std::unique_ptr<catalog::Catalog> catalog_;
+  std::unique_ptr<VolumeService> volume_service_;
+  std::unique_ptr<control::ApiHandler> api_;
+  std::unique_ptr<control::ControlServer> control_;
+  std::atomic<bool> listening_{false};
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   nbd::AdmitEveryone admission_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<net::Listener>> listeners_;

@@ -64,6 +64,12 @@ class Backend {
   // `max_extents` extents (at least one, unless an error occurs).
   virtual Result<std::vector<Extent>> extents(std::uint64_t offset, std::uint64_t length,
                                               std::size_t max_extents) = 0;
+  // The storage underneath has been grown to `new_size` (the catalog's resize): serve
+  // up to there from now on. ENOTSUP for backends that cannot grow.
+  virtual Result<void> grow(std::uint64_t new_size) {
+    (void)new_size;
+    return common::Errno{ENOTSUP};
+  }
 };
 
 }  // namespace blockd::server::storage

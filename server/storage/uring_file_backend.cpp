@@ -85,22 +85,50 @@ std::unique_ptr<UringFileBackend> UringFileBackend::open(const Options& options)
   if (size == 0) fail(path, "has size 0");
   if (size % 512 != 0)
     fail(path, "size " + std::to_string(size) + " is not a multiple of 512 bytes");
+  common::UniqueFd direct_fd;
+  if (options.direct) {
+    direct_fd = common::UniqueFd(::open(path.c_str(), (flags & ~(O_CREAT | O_EXCL)) | O_DIRECT));
+    if (!direct_fd.valid())
+      fail(path, "cannot open with O_DIRECT (the class has io = \"direct\"; use \"buffered\" on file "
+                 "systems without direct I/O, such as tmpfs)", errno);
+  }
   return std::unique_ptr<UringFileBackend>(
-      new UringFileBackend(path, std::move(fd), size, block_device));
+      new UringFileBackend(path, std::move(fd), std::move(direct_fd), size, block_device));
 }
 
-UringFileBackend::UringFileBackend(std::string path, common::UniqueFd fd, std::uint64_t size,
-                                   bool block_device)
-    : path_(std::move(path)), fd_(std::move(fd)), size_(size), block_device_(block_device) {}
+UringFileBackend::UringFileBackend(std::string path, common::UniqueFd fd, common::UniqueFd direct_fd,
+                                   std::uint64_t size, bool block_device)
+    : path_(std::move(path)),
+      fd_(std::move(fd)),
+      direct_fd_(std::move(direct_fd)),
+      size_(size),
+      block_device_(block_device) {}
 
 std::string UringFileBackend::describe() const {
-  return (block_device_ ? "device " : "file ") + path_;
+  return (block_device_ ? "device " : "file ") + path_ + (direct_fd_.valid() ? " (O_DIRECT)" : "");
+}
+
+int UringFileBackend::fd_for(const void* buffer, std::size_t length, std::uint64_t offset) const {
+  if (!direct_fd_.valid()) return fd_.get();
+  const bool aligned = reinterpret_cast<std::uintptr_t>(buffer) % kDirectAlignment == 0 &&
+                       length % kDirectAlignment == 0 && offset % kDirectAlignment == 0;
+  return aligned ? direct_fd_.get() : fd_.get();
+}
+
+Result<void> UringFileBackend::grow(std::uint64_t new_size) {
+  if (block_device_) return Errno{ENOTSUP};
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0) return Errno{errno};
+  // The catalog grows the file before it tells the volume; never serve past its end.
+  if (static_cast<std::uint64_t>(st.st_size) < new_size) return Errno{EIO};
+  size_.store(new_size, std::memory_order_release);
+  return Result<void>{};
 }
 
 asio::awaitable<Result<void>> UringFileBackend::read(io::Ring& ring, std::span<std::byte> out,
                                                      std::uint64_t offset) {
   while (!out.empty()) {
-    const int n = co_await ring.read(fd_.get(), out, offset);
+    const int n = co_await ring.read(fd_for(out.data(), out.size(), offset), out, offset);
     if (n < 0) co_return Errno{-n};
     if (n == 0) co_return Errno{EIO};  // the file shrank under us
     out = out.subspan(static_cast<std::size_t>(n));
@@ -113,7 +141,7 @@ asio::awaitable<Result<void>> UringFileBackend::write(io::Ring& ring, std::span<
                                                       std::uint64_t offset, bool durable) {
   const int rw_flags = durable ? RWF_DSYNC : 0;
   while (!data.empty()) {
-    const int n = co_await ring.write(fd_.get(), data, offset, rw_flags);
+    const int n = co_await ring.write(fd_for(data.data(), data.size(), offset), data, offset, rw_flags);
     if (n < 0) co_return Errno{-n};
     if (n == 0) co_return Errno{EIO};
     data = data.subspan(static_cast<std::size_t>(n));
@@ -179,7 +207,7 @@ asio::awaitable<Result<void>> UringFileBackend::cache(io::Ring& ring, std::uint6
 Result<std::vector<Extent>> UringFileBackend::extents(std::uint64_t offset, std::uint64_t length,
                                                       std::size_t max_extents) {
   std::vector<Extent> out;
-  const std::uint64_t end = std::min(size_, offset + length);
+  const std::uint64_t end = std::min(size(), offset + length);
   if (block_device_) {
     out.push_back({end - offset, 0});  // a device reports no holes
     return out;

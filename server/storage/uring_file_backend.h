@@ -8,6 +8,7 @@
 // what makes CAN_MULTI_CONN true.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,12 +24,19 @@ class UringFileBackend final : public Backend {
     std::string path;
     std::optional<std::uint64_t> size;  // required to create a missing file
     bool read_only = false;
+    // O_DIRECT for requests aligned to kDirectAlignment (offset, length and buffer); any
+    // other request goes through a second, buffered descriptor of the same file (the
+    // kernel keeps the two coherent: a direct write invalidates cached pages, a direct
+    // read first writes back dirty ones). NBD clients that did not negotiate block sizes
+    // may send any alignment (nbd-proto.md "Block size constraints").
+    bool direct = false;
   };
+  static constexpr std::uint64_t kDirectAlignment = 4096;
   // Opens (creating a sparse file when missing and a size is given). Throws
   // std::runtime_error with a message that names the path and the problem.
   static std::unique_ptr<UringFileBackend> open(const Options& options);
 
-  std::uint64_t size() const override { return size_; }
+  std::uint64_t size() const override { return size_.load(std::memory_order_acquire); }
   std::string describe() const override;
 
   asio::awaitable<Result<void>> read(io::Ring& ring, std::span<std::byte> out,
@@ -45,15 +53,20 @@ class UringFileBackend final : public Backend {
                                       std::uint64_t length) override;
   Result<std::vector<Extent>> extents(std::uint64_t offset, std::uint64_t length,
                                       std::size_t max_extents) override;
+  Result<void> grow(std::uint64_t new_size) override;
 
  private:
-  UringFileBackend(std::string path, common::UniqueFd fd, std::uint64_t size, bool block_device);
+  UringFileBackend(std::string path, common::UniqueFd fd, common::UniqueFd direct_fd, std::uint64_t size,
+                   bool block_device);
+  // The descriptor for a data transfer: the O_DIRECT one when the request allows it.
+  int fd_for(const void* buffer, std::size_t length, std::uint64_t offset) const;
   asio::awaitable<Result<void>> write_zero_buffers(io::Ring& ring, std::uint64_t offset,
                                                    std::uint64_t length);
 
   std::string path_;
   common::UniqueFd fd_;
-  std::uint64_t size_;
+  common::UniqueFd direct_fd_;  // invalid unless Options::direct
+  std::atomic<std::uint64_t> size_;
   bool block_device_;
 };
 

@@ -53,6 +53,10 @@ class Volume {
   Result<std::vector<Extent>> extents(std::uint64_t offset, std::uint64_t length,
                                       std::size_t max_extents);
 
+  // The catalog has grown the backing file: new sessions see `new_size`; sessions
+  // already open keep the size they negotiated (they validate against their own terms).
+  Result<void> grow(std::uint64_t new_size) { return backend_->grow(new_size); }
+
   // Live connection count, for logs now and for the control API and leases later.
   void connection_opened() { connections_.fetch_add(1, std::memory_order_relaxed); }
   void connection_closed() { connections_.fetch_sub(1, std::memory_order_relaxed); }

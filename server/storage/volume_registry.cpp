@@ -18,6 +18,16 @@ std::shared_ptr<Volume> VolumeRegistry::find(const std::string& export_name) con
   return it == by_name_.end() ? nullptr : it->second;
 }
 
+std::shared_ptr<Volume> VolumeRegistry::remove(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) return nullptr;
+  auto volume = std::move(it->second);
+  by_name_.erase(it);
+  if (default_name_ == name) default_name_ = by_name_.empty() ? "" : by_name_.begin()->first;
+  return volume;
+}
+
 std::vector<std::shared_ptr<Volume>> VolumeRegistry::list() const {
   std::lock_guard lock(mutex_);
   std::vector<std::shared_ptr<Volume>> out;

@@ -1,6 +1,6 @@
-// VolumeRegistry: the exported volumes by name. Today it is filled from the command
-// line; the catalog (issue 3) will fill and change it at run time, which is why
-// lookups hand out shared_ptrs and take a lock.
+// VolumeRegistry: the exported volumes by name. Filled from the command line and the
+// catalog at start, and changed at run time by the control API (VolumeService), which is
+// why lookups hand out shared_ptrs (a session keeps its volume alive) and take a lock.
 //
 // Thread affinity: any thread.
 #pragma once
@@ -21,6 +21,10 @@ class VolumeRegistry {
   void add(std::shared_ptr<Volume> volume);
   // The volume for an export name; "" is the default export (the first volume added).
   std::shared_ptr<Volume> find(const std::string& export_name) const;
+  // Stops exporting `name`; sessions already open keep their shared_ptr. Returns the
+  // volume, or nullptr when there is none. If it was the default export, the first
+  // remaining volume by name becomes the default.
+  std::shared_ptr<Volume> remove(const std::string& name);
   std::vector<std::shared_ptr<Volume>> list() const;
 
  private:

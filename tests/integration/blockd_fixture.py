@@ -47,10 +47,20 @@ class Blockd:
     extra:   further command-line arguments.
     """
 
-    _LISTEN = re.compile(r"listening address=(\S+)")
+    _LISTEN = re.compile(r"\[server\] listening address=(\S+)")
 
-    def __init__(self, volumes, extra=(), listen=("127.0.0.1:0",), start_timeout=20.0):
-        self.args = [blockd_bin()]
+    def __init__(self, volumes=(), extra=(), listen=("127.0.0.1:0",), start_timeout=20.0,
+                 state_dir=None, control_socket=None):
+        # Never the node's own /var/lib/blockd or /run/blockd: a test gets its own state
+        # directory (kept across restarts when the caller passes the same one) and
+        # control socket.
+        if state_dir is None:
+            self._state_tmp = temp_dir("blockd-state-")
+            state_dir = self._state_tmp.name
+        self.state_dir = state_dir
+        self.control_socket = control_socket or os.path.join(state_dir, "control.sock")
+        self.args = [blockd_bin(), "--state-dir", self.state_dir,
+                     "--control-socket", self.control_socket]
         for address in listen:
             self.args += ["--listen", address]
         for spec in volumes:
@@ -89,7 +99,7 @@ class Blockd:
             m = self._LISTEN.search(line)
             if m:
                 self.addresses.append(m.group(1))
-            if " ready" in line or "ready " in line:
+            if "blockd ready" in line:
                 self._ready.set()
         self._ready.set()
 

@@ -24,8 +24,14 @@ def nbdinfo_size(uri):
     return int(out.stdout.strip()) if out.returncode == 0 else f"rc={out.returncode} {out.stderr.strip()}"
 
 
+_STATE = fx.temp_dir("blockd-cli-state-")
+
+
 def run_blockd(args, timeout=20):
-    return subprocess.run([fx.blockd_bin()] + args, capture_output=True, text=True, timeout=timeout)
+    # A private state directory and control socket: never the node's own.
+    base = [] if "--state-dir" in args else ["--state-dir", _STATE.name]
+    base += ["--control-socket", os.path.join(_STATE.name, "control.sock")]
+    return subprocess.run([fx.blockd_bin()] + base + args, capture_output=True, text=True, timeout=timeout)
 
 
 def ipv6_loopback():
@@ -66,6 +72,12 @@ def main():
         check("blockd exits 0 on SIGTERM", server.proc.returncode == 0, server.proc.returncode)
         check("the Unix socket file is removed at exit", not os.path.exists(sock))
 
+        bad_toml = os.path.join(d, "bad.toml")
+        with open(bad_toml, "w") as f:
+            f.write('workers = 2\nlisen = ["127.0.0.1:0"]\n')
+        bad_class = os.path.join(d, "bad-class.toml")
+        with open(bad_class, "w") as f:
+            f.write('[[storage_class]]\nname = "a"\ndirectory = "/tmp"\nio = "fast"\n')
         bad = [
             (["--volume", "name=Bad_Name,path=/tmp/x"], 2, "name"),
             (["--volume", "name=a,path=/tmp/x,size=12parsecs"], 2, "size"),
@@ -74,7 +86,11 @@ def main():
             (["--volume", "name=a,backend=memory"], 2, "size"),
             (["--volume", "name=a,backend=tape,size=1M"], 2, "backend"),
             (["--volume", "name=a,size=1M"], 2, "path"),
-            ([], 2, "no volume"),
+            (["--config", f"{d}/absent.toml"], 3, "absent.toml: cannot read"),
+            (["--config", bad_toml], 3, "bad.toml:2:1: unknown key 'lisen'"),
+            (["--config", bad_class], 3, "io 'fast' is unknown"),
+            (["--control-listen", "unix:/tmp/x"], 2, "TCP address"),
+            (["--state-dir", "relative/dir"], 2, "absolute"),
             (["--volume", "name=a,backend=memory,size=1M", "--listen", "localhost"], 2, "port"),
             (["--volume", "name=a,backend=memory,size=1M", "--listen", "example.com:10809"], 2, "not an IPv4"),
             (["--volume", "name=a,backend=memory,size=1M", "--listen", "127.0.0.1:99999"], 2, "port"),

@@ -1,0 +1,186 @@
+#include "server/volume_service.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/logging.h"
+#include "common/size.h"
+#include "server/storage/uring_file_backend.h"
+
+namespace blockd::server {
+
+using catalog::CatalogError;
+using catalog::ErrorCode;
+
+namespace {
+
+std::string quote(const std::string& name) { return "'" + name + "'"; }
+
+bool read_only(const v1::Volume& volume) {
+  // A volume that allows only ReadOnlyMany is never written.
+  return std::find(volume.access_modes().begin(), volume.access_modes().end(), v1::READ_WRITE_ONCE) ==
+         volume.access_modes().end();
+}
+
+}  // namespace
+
+VolumeService::VolumeService(catalog::Catalog& catalog, storage::VolumeRegistry& registry,
+                             bool unsafe_ack_without_sync)
+    : catalog_(catalog), registry_(registry), unsafe_ack_without_sync_(unsafe_ack_without_sync) {}
+
+void VolumeService::export_volume(const v1::Volume& volume) {
+  const storage::StorageClass* cls = catalog_.storage_classes().find(volume.storage_class());
+  storage::UringFileBackend::Options options{volume.backing_path(), std::nullopt, read_only(volume),
+                                             cls != nullptr && cls->io == storage::IoMode::kDirect};
+  auto backend = storage::UringFileBackend::open(options);
+  if (backend->size() != volume.size_bytes())
+    throw std::runtime_error(volume.backing_path() + " is " + std::to_string(backend->size()) +
+                             " bytes but the catalog says " + std::to_string(volume.size_bytes()));
+  storage::Volume::Options volume_options{volume.name(), volume.description(), read_only(volume),
+                                          unsafe_ack_without_sync_};
+  auto exported = std::make_shared<storage::Volume>(std::move(volume_options), std::move(backend));
+  common::logger("server")->info("volume name={} size={} ({} bytes) backend=\"{}\" class={} read_only={}",
+                                 exported->name(), common::format_size(exported->size()), exported->size(),
+                                 exported->describe(), volume.storage_class(), exported->read_only());
+  registry_.add(std::move(exported));
+}
+
+std::size_t VolumeService::export_catalog_volumes() {
+  std::lock_guard lock(changes_);
+  std::size_t count = 0;
+  for (const v1::Volume& volume : catalog_.list_volumes()) {
+    if (command_line_.count(volume.name())) {
+      common::logger("server")->error(
+          "volume name={} is in the catalog and also given with --volume; serving the --volume one. "
+          "Rename or drop the --volume to serve the catalog's", volume.name());
+      continue;
+    }
+    try {
+      export_volume(volume);
+      ++count;
+    } catch (const std::exception& e) {
+      common::logger("server")->error("volume name={} is not served: {}", volume.name(), e.what());
+    }
+  }
+  return count;
+}
+
+void VolumeService::refuse_command_line_volume(const std::string& name, const char* what) const {
+  if (command_line_.count(name))
+    throw CatalogError(ErrorCode::kFailedPrecondition,
+                       "volume " + quote(name) + " was given on blockd's command line (--volume), not created "
+                       "through the API; " + what + " it by changing blockd's command line");
+}
+
+v1::Volume VolumeService::create(const v1::CreateVolumeRequest& request) {
+  std::lock_guard lock(changes_);
+  if (command_line_.count(request.name()))
+    throw CatalogError(ErrorCode::kAlreadyExists, "volume " + quote(request.name()) +
+                                                      " already exists (given on blockd's command line)");
+  v1::Volume volume = catalog_.create_volume(request);
+  try {
+    export_volume(volume);
+  } catch (const std::exception& e) {
+    // The catalog has it and the file is whole; only serving it failed. Keep the volume
+    // (it is served after a restart) and say so rather than pretend it is usable.
+    common::logger("server")->error("volume name={} was created but cannot be served: {}", volume.name(), e.what());
+    throw CatalogError(ErrorCode::kInternal, "volume " + quote(volume.name()) +
+                                                 " was created but cannot be served: " + e.what());
+  }
+  return with_status(std::move(volume));
+}
+
+v1::Volume VolumeService::resize(const v1::ResizeVolumeRequest& request) {
+  std::lock_guard lock(changes_);
+  refuse_command_line_volume(request.name(), "resize");
+  auto live = registry_.find(request.name());
+  if (live && live->poisoned())
+    throw CatalogError(ErrorCode::kFailedPrecondition,
+                       "volume " + quote(request.name()) + " is poisoned by a failed sync; restart blockd first");
+  v1::Volume volume = catalog_.resize_volume(request);
+  if (live && volume.size_bytes() != live->size()) {
+    if (auto grown = live->grow(volume.size_bytes()); !grown) {
+      common::logger("server")->error("volume name={} was grown on disk but the live volume could not be: {}",
+                                      volume.name(), std::strerror(grown.error()));
+      throw CatalogError(ErrorCode::kInternal, "volume " + quote(volume.name()) +
+                                                   " was grown on disk; new connections see the new size after "
+                                                   "blockd restarts");
+    }
+  }
+  return with_status(std::move(volume));
+}
+
+void VolumeService::remove(const std::string& name) {
+  std::lock_guard lock(changes_);
+  refuse_command_line_volume(name, "delete");
+  if (!catalog_.find_volume(name))
+    throw CatalogError(ErrorCode::kNotFound, "volume " + quote(name) + " does not exist");
+  // Out of the registry first: no new session can open it while the check runs.
+  auto live = registry_.remove(name);
+  try {
+    catalog_.delete_volume(name, [&](const v1::Volume&) {
+      const int connections = live ? live->connections() : 0;
+      if (connections > 0)
+        throw CatalogError(ErrorCode::kFailedPrecondition,
+                           "volume " + quote(name) + " has " + std::to_string(connections) + " client" +
+                               (connections == 1 ? "" : "s") +
+                               " connected; disconnect them (nbd-client -d, or stop the application) and retry");
+    });
+  } catch (...) {
+    if (live) registry_.add(std::move(live));
+    throw;
+  }
+}
+
+v1::Volume VolumeService::with_status(v1::Volume volume) const {
+  if (auto live = registry_.find(volume.name())) {
+    volume.mutable_status()->set_connections(static_cast<std::uint32_t>(std::max(0, live->connections())));
+    volume.mutable_status()->set_poisoned(live->poisoned());
+  }
+  return volume;
+}
+
+std::optional<v1::Volume> VolumeService::find(const std::string& name) const {
+  auto volume = catalog_.find_volume(name);
+  if (!volume) return std::nullopt;
+  return with_status(std::move(*volume));
+}
+
+std::vector<v1::Volume> VolumeService::list(const catalog::VolumeFilter& filter) const {
+  std::vector<v1::Volume> out;
+  for (auto& volume : catalog_.list_volumes(filter)) out.push_back(with_status(std::move(volume)));
+  return out;
+}
+
+std::vector<v1::Volume> VolumeService::exported() const {
+  std::vector<v1::Volume> out;
+  for (const auto& live : registry_.list()) {
+    if (auto volume = catalog_.find_volume(live->name()); volume && !command_line_.count(live->name())) {
+      out.push_back(with_status(std::move(*volume)));
+      continue;
+    }
+    v1::Volume volume;  // a --volume one: what the registry knows
+    volume.set_name(live->name());
+    volume.set_size_bytes(live->size());
+    volume.set_description(live->description());
+    volume.set_backing_path(live->describe());
+    volume.add_access_modes(live->read_only() ? v1::READ_ONLY_MANY : v1::READ_WRITE_ONCE);
+    out.push_back(with_status(std::move(volume)));
+  }
+  return out;
+}
+
+std::vector<v1::StorageClass> VolumeService::storage_classes() const {
+  std::vector<v1::StorageClass> out;
+  for (const auto& cls : catalog_.storage_classes().all()) out.push_back(catalog::to_proto(cls));
+  return out;
+}
+
+std::vector<std::string> VolumeService::poisoned() const {
+  std::vector<std::string> out;
+  for (const auto& live : registry_.list())
+    if (live->poisoned()) out.push_back(live->name());
+  return out;
+}
+
+}  // namespace blockd::server

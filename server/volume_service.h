@@ -1,0 +1,68 @@
+// VolumeService: the one place where the catalog (what volumes exist, on disk) and the
+// VolumeRegistry (what NBD serves) are changed together, so that the two never
+// disagree: a volume is exported once the catalog has it and its file is whole, and
+// stops being exported before its file goes.
+//
+// - create: catalog first, then the backend is opened and the volume exported.
+// - resize (grow only): the catalog grows the file, then the live Volume is told; new
+//   sessions see the new size, sessions already open keep the size they negotiated.
+// - delete: the volume leaves the registry first (no new session can find it), then is
+//   refused, and put back, if any client is connected; otherwise the catalog deletes it.
+//
+// Volumes named with --volume are served but are not the catalog's: they cannot be
+// resized or deleted through the API, and the catalog cannot create a volume of the
+// same name.
+//
+// Errors are catalog::CatalogError (a code the control API maps to an HTTP status).
+// Thread affinity: any thread (the control API's); one mutex orders every change, the
+// catalog and registry lock for themselves. Ownership: borrows the catalog and registry.
+#pragma once
+
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/proto/blockd.pb.h"
+#include "server/catalog/catalog.h"
+#include "server/storage/volume_registry.h"
+
+namespace blockd::server {
+
+class VolumeService {
+ public:
+  VolumeService(catalog::Catalog& catalog, storage::VolumeRegistry& registry, bool unsafe_ack_without_sync);
+
+  // Start-up: exports every volume of the catalog. A volume whose file cannot be opened
+  // is logged and left out (the others are served); returns how many were exported.
+  std::size_t export_catalog_volumes();
+  // Start-up: remembers the volumes exported from the command line.
+  void add_command_line_volume(const std::string& name) { command_line_.insert(name); }
+
+  v1::Volume create(const v1::CreateVolumeRequest& request);
+  v1::Volume resize(const v1::ResizeVolumeRequest& request);
+  void remove(const std::string& name);
+
+  // Catalog volumes with their status filled in.
+  std::optional<v1::Volume> find(const std::string& name) const;
+  std::vector<v1::Volume> list(const catalog::VolumeFilter& filter) const;
+  // Everything NBD serves, command-line volumes included, sorted by name.
+  std::vector<v1::Volume> exported() const;
+  std::vector<v1::StorageClass> storage_classes() const;
+  // Names of poisoned volumes (a failed sync): /readyz is not ready while there are any.
+  std::vector<std::string> poisoned() const;
+
+ private:
+  void export_volume(const v1::Volume& volume);
+  v1::Volume with_status(v1::Volume volume) const;
+  void refuse_command_line_volume(const std::string& name, const char* what) const;
+
+  catalog::Catalog& catalog_;
+  storage::VolumeRegistry& registry_;
+  const bool unsafe_ack_without_sync_;
+  std::set<std::string> command_line_;
+  std::mutex changes_;
+};
+
+}  // namespace blockd::server
