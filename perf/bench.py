@@ -403,12 +403,19 @@ class LocalRow(Row):
                          "no network): the ceiling", ["fio"], kind="local")
 
 
+def blockd_private_state(ctx):
+    """A catalog and control socket of the benchmark's own, never the node's."""
+    state = os.path.join(ctx.work, "blockd-state")
+    os.makedirs(state, exist_ok=True)
+    return ["--state-dir", state, "--control-socket", os.path.join(state, "control.sock")]
+
+
 class BlockdFile(Row):
     def __init__(self):
         super().__init__("blockd", "blockd, file backend", [])
 
     def command(self, ctx, port):
-        return [ctx.blockd, "--listen", f"127.0.0.1:{port}",
+        return [ctx.blockd, *blockd_private_state(ctx), "--listen", f"127.0.0.1:{port}",
                 "--volume", f"name={EXPORT},path={ctx.file}"], None
 
 
@@ -418,7 +425,7 @@ class BlockdMemory(Row):
                          "pre-written", [])
 
     def command(self, ctx, port):
-        return [ctx.blockd, "--listen", f"127.0.0.1:{port}",
+        return [ctx.blockd, *blockd_private_state(ctx), "--listen", f"127.0.0.1:{port}",
                 "--volume", f"name={EXPORT},backend=memory,size={ctx.size}"], None
 
 

@@ -18,6 +18,8 @@ packages=(
   nbdkit libnbd-bin python3-libnbd nbd-client nbd-server fio qemu-utils
   # the disk path: nbdfuse -> losetup -> mkfs.ext4 -> mount
   fuse3 e2fsprogs util-linux python3
+  # the control API is driven with curl --unix-socket in the tests and the README
+  curl
 )
 
 export DEBIAN_FRONTEND=noninteractive
