@@ -1,0 +1,93 @@
+#include "tools/arguments.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "common/names.h"
+#include "common/size.h"
+#include "tools/usage_error.h"
+
+namespace blockd::tools {
+
+namespace {
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  std::string current;
+  for (char c : text) {
+    if (c == ',') {
+      out.push_back(current);
+      current.clear();
+    } else if (c != ' ') {
+      current += c;
+    }
+  }
+  out.push_back(current);
+  return out;
+}
+
+}  // namespace
+
+void check_volume_name(const std::string& name) {
+  if (common::is_dns_label(name)) return;
+  throw UsageError("bad volume name \"" + name +
+                   "\": use 1-63 lowercase letters, digits and '-', starting and ending with a "
+                   "letter or digit (e.g. db-0)");
+}
+
+std::uint64_t parse_volume_size(const std::string& text) {
+  const auto bytes = common::parse_size(text);
+  if (!bytes) {
+    throw UsageError("bad size \"" + text +
+                     "\": write a number with an optional unit, e.g. 10GiB, 512MiB, 10G or "
+                     "1073741824 (units are binary)");
+  }
+  if (*bytes == 0) throw UsageError("bad size \"" + text + "\": a volume cannot be empty");
+  if (*bytes % 512 != 0) {
+    const std::uint64_t up = (*bytes / 512 + 1) * 512;
+    throw UsageError("bad size \"" + text + "\": sizes must be a multiple of 512 bytes (e.g. " +
+                     std::to_string(up) + ")");
+  }
+  return *bytes;
+}
+
+std::map<std::string, std::string> parse_labels(const std::vector<std::string>& items) {
+  std::map<std::string, std::string> labels;
+  for (const std::string& item : items) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw UsageError("bad label \"" + item + "\": write KEY=VALUE, e.g. --label app=postgres");
+    }
+    const std::string key = item.substr(0, eq);
+    if (!labels.emplace(key, item.substr(eq + 1)).second)
+      throw UsageError("label \"" + key + "\" given twice");
+  }
+  return labels;
+}
+
+std::vector<v1::AccessMode> parse_access_modes(const std::vector<std::string>& items) {
+  std::vector<v1::AccessMode> modes;
+  for (const std::string& item : items) {
+    for (const std::string& word : split_commas(item)) {
+      const std::string w = lower(word);
+      v1::AccessMode mode;
+      if (w == "readwriteonce" || w == "rwo") {
+        mode = v1::READ_WRITE_ONCE;
+      } else if (w == "readonlymany" || w == "rox") {
+        mode = v1::READ_ONLY_MANY;
+      } else {
+        throw UsageError("unknown access mode \"" + word +
+                         "\": use ReadWriteOnce (RWO) and/or ReadOnlyMany (ROX), comma-separated");
+      }
+      if (std::find(modes.begin(), modes.end(), mode) == modes.end()) modes.push_back(mode);
+    }
+  }
+  return modes;
+}
+
+}  // namespace blockd::tools

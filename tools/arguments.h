@@ -1,0 +1,29 @@
+// Checks and conversions of blockctl's arguments, done before anything is sent so that
+// a typo is a usage error (exit 2) with a hint rather than a round trip. Free
+// functions; each throws UsageError.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/proto/blockd.pb.h"
+
+namespace blockd::tools {
+
+// A volume name: a DNS label (common/names.h), as the server requires.
+void check_volume_name(const std::string& name);
+
+// "10GiB", "10G", "512MiB", "1073741824": positive and a multiple of 512, as volume
+// sizes must be. Returns bytes.
+std::uint64_t parse_volume_size(const std::string& text);
+
+// "k=v" items; keys non-empty and unique. Kubernetes-style keys ("app.kubernetes.io/name")
+// are passed through: the server owns the exact rule.
+std::map<std::string, std::string> parse_labels(const std::vector<std::string>& items);
+
+// "ReadWriteOnce,ReadOnlyMany" (also RWO/ROX, any case; repeated flags add up).
+std::vector<v1::AccessMode> parse_access_modes(const std::vector<std::string>& items);
+
+}  // namespace blockd::tools
