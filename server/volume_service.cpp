@@ -29,7 +29,8 @@ VolumeService::VolumeService(catalog::Catalog& catalog, storage::VolumeRegistry&
     : catalog_(catalog), registry_(registry), unsafe_ack_without_sync_(unsafe_ack_without_sync) {}
 
 void VolumeService::export_volume(const v1::Volume& volume) {
-  const storage::StorageClass* cls = catalog_.storage_classes().find(volume.storage_class());
+  const storage::StorageClass* cls =
+      volume.block_device() ? nullptr : catalog_.storage_classes().find(volume.storage_class());
   storage::UringFileBackend::Options options{volume.backing_path(), std::nullopt, read_only(volume),
                                              cls != nullptr && cls->io == storage::IoMode::kDirect};
   auto backend = storage::UringFileBackend::open(options);
@@ -65,6 +66,22 @@ std::size_t VolumeService::export_catalog_volumes() {
   return count;
 }
 
+v1::Volume VolumeService::register_device(const v1::CreateVolumeRequest& request) {
+  // Opened first: that proves it is a block device this process can use and reads its
+  // size (BLKGETSIZE64).
+  std::unique_ptr<storage::UringFileBackend> device;
+  try {
+    device = storage::UringFileBackend::open({request.device_path(), std::nullopt, false, false});
+  } catch (const std::exception& e) {
+    throw CatalogError(ErrorCode::kInvalidArgument, std::string("cannot register the block device: ") + e.what());
+  }
+  if (device->describe().rfind("device ", 0) != 0)
+    throw CatalogError(ErrorCode::kInvalidArgument,
+                       request.device_path() + " is not a block device; volumes in files are created with a size "
+                       "(and a storage class), not registered");
+  return catalog_.register_device(request, device->size());
+}
+
 void VolumeService::refuse_command_line_volume(const std::string& name, const char* what) const {
   if (command_line_.count(name))
     throw CatalogError(ErrorCode::kFailedPrecondition,
@@ -77,7 +94,7 @@ v1::Volume VolumeService::create(const v1::CreateVolumeRequest& request) {
   if (command_line_.count(request.name()))
     throw CatalogError(ErrorCode::kAlreadyExists, "volume " + quote(request.name()) +
                                                       " already exists (given on blockd's command line)");
-  v1::Volume volume = catalog_.create_volume(request);
+  v1::Volume volume = request.device_path().empty() ? catalog_.create_volume(request) : register_device(request);
   try {
     export_volume(volume);
   } catch (const std::exception& e) {

@@ -55,6 +55,7 @@ class VolumeService {
 
  private:
   void export_volume(const v1::Volume& volume);
+  v1::Volume register_device(const v1::CreateVolumeRequest& request);
   v1::Volume with_status(v1::Volume volume) const;
   void refuse_command_line_volume(const std::string& name, const char* what) const;
 

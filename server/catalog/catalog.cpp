@@ -112,16 +112,69 @@ int Catalog::index_of_locked(const std::string& name) const {
 
 // ------------------------------------------------------------------------ create
 
+void Catalog::require_new_name_locked(const std::string& name) const {
+  validate_volume_name(name);
+  if (const int existing = index_of_locked(name); existing >= 0) {
+    const v1::Volume& v = state_.volumes(existing);
+    throw CatalogError(ErrorCode::kAlreadyExists,
+                       "volume " + quote(v.name()) + " already exists (" + common::format_size(v.size_bytes()) +
+                           (v.block_device() ? ", block device " + v.backing_path() : ", class " + v.storage_class()) +
+                           "); choose another name or delete it first");
+  }
+}
+
+v1::Volume Catalog::register_device(const v1::CreateVolumeRequest& request, std::uint64_t device_size) {
+  std::lock_guard lock(mutex_);
+  require_writable_locked();
+  require_new_name_locked(request.name());
+  const std::string& path = request.device_path();
+  if (path.empty() || path.front() != '/')
+    throw CatalogError(ErrorCode::kInvalidArgument, "device path " + quote(path) + " must be absolute, e.g. /dev/vg0/db");
+  if (!request.size().empty() || !request.storage_class().empty())
+    throw CatalogError(ErrorCode::kInvalidArgument,
+                       "a registered block device has the device's size and no storage class; omit size and "
+                       "storage class");
+  for (const v1::Volume& v : state_.volumes())
+    if (v.backing_path() == path)
+      throw CatalogError(ErrorCode::kAlreadyExists, "block device " + path + " is already volume " + quote(v.name()));
+  if (device_size == 0 || device_size % kVolumeSizeAlignment != 0)
+    throw CatalogError(ErrorCode::kInvalidArgument, "block device " + path + " is " + std::to_string(device_size) +
+                                                        " bytes; a volume must be a non-zero multiple of 512");
+  const auto modes = normalize_access_modes(request.access_modes());
+  validate_description(request.description());
+  validate_labels(request.labels());
+
+  v1::Volume volume;
+  volume.set_name(request.name());
+  volume.set_uuid(generate_uuid_v4());
+  volume.set_size_bytes(device_size);
+  volume.set_backing_path(path);
+  volume.set_block_device(true);
+  for (auto mode : modes) volume.add_access_modes(mode);
+  volume.set_description(request.description());
+  *volume.mutable_labels() = request.labels();
+  *volume.mutable_created_at() = now();
+
+  // Nothing on disk changes but the catalog: one atomic save is the whole operation.
+  v1::Catalog done = state_;
+  *done.add_volumes() = volume;
+  try {
+    save_locked(done);
+  } catch (const std::system_error& e) {
+    throw io_error("cannot register block device " + path, e);
+  }
+  state_ = std::move(done);
+  common::logger("catalog")->info("block device registered name={} size={} path={}", volume.name(),
+                                  volume.size_bytes(), path);
+  return volume;
+}
+
 v1::Volume Catalog::create_volume(const v1::CreateVolumeRequest& request) {
   std::lock_guard lock(mutex_);
   require_writable_locked();
-  validate_volume_name(request.name());
-  if (const int existing = index_of_locked(request.name()); existing >= 0) {
-    const v1::Volume& v = state_.volumes(existing);
-    throw CatalogError(ErrorCode::kAlreadyExists, "volume " + quote(v.name()) + " already exists (" +
-                                                      common::format_size(v.size_bytes()) + ", class " +
-                                                      v.storage_class() + "); choose another name or delete it first");
-  }
+  require_new_name_locked(request.name());
+  if (!request.device_path().empty())
+    throw CatalogError(ErrorCode::kInvalidArgument, "a block device is registered with register_device");
   if (request.size().empty()) throw CatalogError(ErrorCode::kInvalidArgument, "the size is required, e.g. 10GiB");
   const std::uint64_t size = parse_volume_size(request.size());
   const storage::StorageClass* cls =
@@ -210,6 +263,11 @@ v1::Volume Catalog::resize_volume(const v1::ResizeVolumeRequest& request) {
   if (index < 0) throw CatalogError(ErrorCode::kNotFound, "volume " + quote(request.name()) + " does not exist");
   if (request.size().empty()) throw CatalogError(ErrorCode::kInvalidArgument, "the new size is required, e.g. 20GiB");
   const v1::Volume volume = state_.volumes(index);
+  if (volume.block_device())
+    throw CatalogError(ErrorCode::kFailedPrecondition,
+                       "volume " + quote(volume.name()) + " is the block device " + volume.backing_path() +
+                           ", whose size is the device's: grow the device (e.g. lvextend), then delete and "
+                           "register the volume again");
   const std::uint64_t old_size = volume.size_bytes();
   const std::uint64_t new_size = parse_volume_size(request.size());
   if (new_size < old_size)
@@ -280,6 +338,19 @@ void Catalog::delete_volume(const std::string& name, const std::function<void(co
   if (index < 0) throw CatalogError(ErrorCode::kNotFound, "volume " + quote(name) + " does not exist");
   const v1::Volume volume = state_.volumes(index);
   if (check) check(volume);
+  if (volume.block_device()) {
+    // Forgotten, never touched: the device and its data stay.
+    v1::Catalog done = state_;
+    done.mutable_volumes()->DeleteSubrange(index, 1);
+    try {
+      save_locked(done);
+    } catch (const std::system_error& e) {
+      throw io_error("cannot unregister block device " + volume.backing_path(), e);
+    }
+    state_ = std::move(done);
+    common::logger("catalog")->info("block device unregistered name={} path={}", name, volume.backing_path());
+    return;
+  }
 
   // The volume leaves the listing with the intent: from here on it is being deleted.
   v1::Catalog intent = state_;
@@ -464,6 +535,14 @@ void Catalog::settle_pending_locked(RecoveryReport& report) {
 
 void Catalog::check_volumes_locked(RecoveryReport& report) {
   for (const v1::Volume& v : state_.volumes()) {
+    if (v.block_device()) {
+      const auto info = fs_.stat(v.backing_path());
+      if (!info || info->type != FileInfo::Type::kBlockDevice)
+        report.problems.push_back("volume " + quote(v.name()) + ": block device " + v.backing_path() +
+                                  (info ? " is not a block device any more" : " is missing") +
+                                  "; it is not served until it is back");
+      continue;
+    }
     if (classes_.find(v.storage_class()) == nullptr)
       report.problems.push_back("volume " + quote(v.name()) + " is in storage class " + quote(v.storage_class()) +
                                 ", which the config file no longer declares; it is served, but cannot be resized");

@@ -67,10 +67,15 @@ class Catalog {
 
   // request.size is required; see volume_rules.h for every rule. Returns the new volume.
   v1::Volume create_volume(const v1::CreateVolumeRequest& request);
+  // Records an existing block device as a volume (request.device_path, absolute; no
+  // size, no class): one save, no file is touched. `device_size` is what the caller read
+  // from the device (BLKGETSIZE64). Refused when another volume uses the same device.
+  v1::Volume register_device(const v1::CreateVolumeRequest& request, std::uint64_t device_size);
   // Grow only: a smaller size is refused (kFailedPrecondition), the same size is a no-op.
   v1::Volume resize_volume(const v1::ResizeVolumeRequest& request);
   // `check`, if given, runs under the catalog's lock with the volume about to go, and
-  // refuses by throwing CatalogError (e.g. "2 clients are connected").
+  // refuses by throwing CatalogError (e.g. "2 clients are connected"). A registered
+  // block device is only forgotten, never touched.
   void delete_volume(const std::string& name, const std::function<void(const v1::Volume&)>& check = {});
 
   std::optional<v1::Volume> find_volume(const std::string& name) const;
@@ -97,6 +102,7 @@ class Catalog {
   void check_volumes_locked(RecoveryReport& report);
   void find_unknown_files_locked(RecoveryReport& report);
   int index_of_locked(const std::string& name) const;
+  void require_new_name_locked(const std::string& name) const;
 
   FileSystem& fs_;
   const storage::StorageClassSet classes_;

@@ -259,6 +259,45 @@ def check_classes(c):
             c.eq(nbd_size(b, "t2"), 16 * MiB, "the preallocated volume is served")
 
 
+def check_block_device(c, api, b):
+    """A loop device registered as a volume: its size is the device's; resize is
+    refused; delete forgets it and leaves the device and its data alone."""
+    image = os.path.join(b.state_dir, "lv.img")
+    with open(image, "wb") as f:
+        f.truncate(8 * MiB)
+    r = subprocess.run(["losetup", "--find", "--show", image], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        print(f"SKIP block-device part: losetup failed: {r.stderr.strip()}")
+        return
+    device = r.stdout.strip()
+    fx.on_timeout(lambda: subprocess.run(["losetup", "-d", device]))
+    try:
+        status, volume = api.call("POST", "/v1/volumes", {"name": "lv", "devicePath": device})
+        c.ok(status == 201 and volume["sizeBytes"] == str(8 * MiB) and volume["blockDevice"] and
+             volume["backingPath"] == device, "a block device is registered with the device's size", volume)
+        status, got = api.call("POST", "/v1/volumes", {"name": "lv2", "devicePath": device})
+        c.ok(status == 409 and got["code"] == "already_exists", "the same device cannot be registered twice", got)
+        status, got = api.call("POST", "/v1/volumes", {"name": "lv3", "devicePath": image})
+        c.ok(status == 400 and "not a block device" in got["message"], "a regular file is not registered", got)
+        status, got = api.call("POST", "/v1/volumes", {"name": "lv4", "devicePath": device, "size": "1MiB"})
+        c.ok(status == 400, "a device with a size is refused", got)
+        h = nbd.NBD()
+        h.connect_uri(b.uri("lv"))
+        h.pwrite(b"d" * 4096, 4096)
+        h.flush()
+        h.shutdown()
+        status, got = api.call("POST", "/v1/volumes/lv/resize", {"size": "16MiB"})
+        c.ok(status == 409 and "lvextend" in got["message"], "resizing a device volume is refused with the reason",
+             got)
+        status, _ = api.call("DELETE", "/v1/volumes/lv")
+        c.eq(status, 204, "a device volume is deleted (unregistered)")
+        with open(device, "rb") as f:
+            f.seek(4096)
+            c.ok(f.read(4096) == b"d" * 4096, "the device and its data are left alone by delete")
+    finally:
+        subprocess.run(["losetup", "-d", device], timeout=30)
+
+
 def body(c):
     fx.require_tools("curl", "nbdinfo", "fio")
     b = fx.Blockd().start()
@@ -299,6 +338,7 @@ def body(c):
     check_delete_while_connected(c, api, b)
     check_resize_while_connected(c, api, b)
     check_concurrent_changes(c, api, b)
+    check_block_device(c, api, b)
 
     status, _ = api.call("DELETE", "/v1/volumes/other")
     c.eq(status, 204, "delete answers 204")

@@ -632,3 +632,47 @@ TEST_F(CatalogTest, ConcurrentCallersAreSerialised) {
 }
 
 }  // namespace
+
+namespace {
+
+// A registered block device: one save, nothing on disk touched, resize refused, delete
+// only forgets it. /dev/null stands in for the path (the catalog does not open it; the
+// VolumeService reads the real size with BLKGETSIZE64 first); recovery reports that it
+// is not a block device.
+TEST_F(CatalogTest, RegisteredBlockDeviceIsNeverTouched) {
+  v1::CreateVolumeRequest request;
+  request.set_name("lv0");
+  request.set_device_path("/dev/null");
+  const v1::Volume volume = catalog_->register_device(request, 8 * kMiB);
+  EXPECT_TRUE(volume.block_device());
+  EXPECT_EQ(volume.size_bytes(), 8 * kMiB);
+  EXPECT_EQ(volume.storage_class(), "");
+  EXPECT_EQ(volume.backing_path(), "/dev/null");
+
+  request.set_name("lv1");
+  expect_error([&] { catalog_->register_device(request, 8 * kMiB); }, ErrorCode::kAlreadyExists,
+               "block device /dev/null is already volume 'lv0'");
+  request.set_device_path("dev/sdb");
+  expect_error([&] { catalog_->register_device(request, 8 * kMiB); }, ErrorCode::kInvalidArgument, "absolute");
+  request.set_device_path("/dev/zero");
+  request.set_size("1GiB");
+  expect_error([&] { catalog_->register_device(request, 8 * kMiB); }, ErrorCode::kInvalidArgument, "omit size");
+  request.clear_size();
+  expect_error([&] { catalog_->register_device(request, 1000); }, ErrorCode::kInvalidArgument, "multiple of 512");
+  expect_error([&] { catalog_->resize_volume(resize_request("lv0", "16MiB")); }, ErrorCode::kFailedPrecondition,
+               "lvextend");
+
+  restart();
+  ASSERT_TRUE(catalog_->find_volume("lv0"));
+  EXPECT_TRUE(catalog_->find_volume("lv0")->block_device());
+  EXPECT_THAT(report_.problems, testing::Contains(HasSubstr("/dev/null is not a block device any more")));
+
+  catalog_->delete_volume("lv0");
+  EXPECT_FALSE(catalog_->find_volume("lv0"));
+  struct stat st {};
+  EXPECT_EQ(::stat("/dev/null", &st), 0);  // still there, of course
+  restart();
+  EXPECT_FALSE(catalog_->find_volume("lv0"));
+}
+
+}  // namespace
