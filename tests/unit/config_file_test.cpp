@@ -278,3 +278,31 @@ TEST(ConfigFileRead, MissingOrUnreadableFile) {
 }
 
 }  // namespace
+
+namespace {
+
+// The sample shipped in server/examples/ must stay a valid config: it is what operators
+// copy. BLOCKD_SOURCE_DIR is set by tests/unit/CMakeLists.txt.
+TEST(ConfigFile, TheShippedExampleParses) {
+  const std::string path = std::string(BLOCKD_SOURCE_DIR) + "/server/examples/blockd.toml";
+  std::string error;
+  const auto config = blockd::server::parse_config_file(path, error);
+  ASSERT_TRUE(config) << error;
+  ASSERT_EQ(config->storage_classes.size(), 1U);
+  EXPECT_EQ(config->storage_classes[0].name, "standard");
+  EXPECT_TRUE(config->storage_classes[0].is_default);
+  EXPECT_EQ(config->state_dir, "/var/lib/blockd");
+  EXPECT_FALSE(config->control_listen);
+}
+
+TEST(ConfigFile, ControlListenIsTcpOnly) {
+  std::string error;
+  auto config = blockd::server::parse_config_text("control_listen = \"127.0.0.1:10810\"\n", "t.toml", error);
+  ASSERT_TRUE(config) << error;
+  ASSERT_TRUE(config->control_listen);
+  EXPECT_EQ(config->control_listen->port, 10810);
+  EXPECT_FALSE(blockd::server::parse_config_text("control_listen = \"unix:/x\"\n", "t.toml", error));
+  EXPECT_THAT(error, HasSubstr("t.toml:1:18: control_listen takes a TCP address"));
+}
+
+}  // namespace
