@@ -83,6 +83,19 @@ AdmitResult LeaseManager::admit(const std::string& volume, const std::string& ho
   return result;
 }
 
+std::optional<Refusal> LeaseManager::probe(const std::string& volume, const std::string& holder, LeaseMode mode,
+                                           AllowedModes allowed) {
+  std::lock_guard lock(mutex_);
+  const TimePoint now = clock_.now();
+  try {
+    VolumeLease& lease = volume_locked(volume);
+    expire_locked(lease, now);
+    return check_locked(lease, holder, mode, allowed, false, now);
+  } catch (const std::exception& error) {
+    return refusal::internal(volume, error.what());
+  }
+}
+
 // ---- control API --------------------------------------------------------------------
 
 LeaseInfo LeaseManager::acquire(const std::string& volume, const std::string& holder, LeaseMode mode,
@@ -279,7 +292,16 @@ void LeaseManager::set_fence_handler(SessionTicket& ticket, std::function<void()
 VolumeLease& LeaseManager::volume_locked(const std::string& volume) {
   const auto it = volumes_.find(volume);
   if (it != volumes_.end()) return it->second;
-  const std::uint64_t generation = store_.load(volume);  // may throw: nothing inserted yet
+  std::uint64_t generation = 0;
+  try {
+    generation = store_.load(volume);  // nothing inserted yet if it throws
+  } catch (const LeaseError&) {
+    throw;
+  } catch (const std::exception& error) {
+    log_->error("cannot load generation volume={} error=\"{}\"", volume, error.what());
+    throw LeaseError(LeaseErrorCode::kInternal,
+                     "cannot read the generation of volume \"" + volume + "\": " + error.what());
+  }
   return volumes_.try_emplace(volume, volume, generation).first->second;
 }
 

@@ -84,6 +84,12 @@ class LeaseManager {
   // access policy is `allowed`? Never throws (except std::bad_alloc).
   AdmitResult admit(const std::string& volume, const std::string& holder, LeaseMode mode, AllowedModes allowed);
 
+  // NBD_OPT_INFO, which must answer as GO would (DESIGN.md §2) without taking a lease:
+  // the refusal admit() would give now, or nullopt. Changes nothing (it persists nothing,
+  // so a GO may still fail with kInternal).
+  std::optional<Refusal> probe(const std::string& volume, const std::string& holder, LeaseMode mode,
+                               AllowedModes allowed);
+
   // Control API. Each throws LeaseError with a message a person can act on.
   //
   // Takes (or extends) the lease without a connection, for `ttl` (default: the grace

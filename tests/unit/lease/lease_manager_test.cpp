@@ -279,5 +279,27 @@ TEST_F(LeaseTest, RepeatedRefusalsStillRefuse) {
   for (int i = 0; i < 50; ++i) EXPECT_EQ(admit_refused("db", "node-b").code, RefusalCode::kHeldForWriting);
 }
 
+TEST_F(LeaseTest, ProbeAnswersAsAdmitWouldWithoutGranting) {
+  EXPECT_FALSE(manager->probe("db", "node-a", LeaseMode::kReadWrite, kRwo).has_value());
+  EXPECT_EQ(manager->show("db").state, LeaseState::kFree);
+  EXPECT_TRUE(store.persisted.empty());
+  auto a = admit_ok("db", "node-a");
+  EXPECT_FALSE(manager->probe("db", "node-a", LeaseMode::kReadWrite, kRwo).has_value());
+  const auto refusal = manager->probe("db", "node-b", LeaseMode::kReadWrite, kRwo);
+  ASSERT_TRUE(refusal.has_value());
+  EXPECT_EQ(refusal->message, admit_refused("db", "node-b").message);
+  EXPECT_EQ(manager->probe("db", "node-b", LeaseMode::kReadOnly, kRwo)->code, RefusalCode::kModeNotAllowed);
+}
+
+TEST_F(LeaseTest, AStoreThatCannotLoadFailsControlCallsWithLeaseError) {
+  store.fail_load = true;
+  EXPECT_EQ(error_code_of([&] { manager->show("db"); }), LeaseErrorCode::kInternal);
+  EXPECT_EQ(error_code_of([&] { manager->acquire("db", "node-a", LeaseMode::kReadWrite, kRwo); }),
+            LeaseErrorCode::kInternal);
+  EXPECT_EQ(error_code_of([&] { manager->begin_break("db", std::nullopt); }), LeaseErrorCode::kInternal);
+  EXPECT_EQ(manager->probe("db", "node-a", LeaseMode::kReadWrite, kRwo)->code, RefusalCode::kInternal);
+  EXPECT_TRUE(manager->list().empty());
+}
+
 }  // namespace
 }  // namespace blockd::server::lease::testing
