@@ -179,14 +179,7 @@ BreakStart LeaseManager::begin_break(const std::string& volume, const std::optio
                        refusal::breaking(volume, lease.generation(), static_cast<int>(running->fenced.size())).message);
     }
     const std::uint64_t next = lease.generation() + 1;
-    try {
-      store_.persist(volume, next, to_holder.value_or(""));
-    } catch (const std::exception& error) {
-      log_->error("break failed volume={} generation={} error=\"{}\": nothing was fenced", volume, next, error.what());
-      throw LeaseError(LeaseErrorCode::kInternal, "cannot break the lease on volume \"" + volume +
-                                                      "\": recording generation " + std::to_string(next) +
-                                                      " failed: " + error.what() + "; nothing was fenced");
-    }
+    persist_break_locked(lease, next, to_holder.value_or(""));
     lease.set_generation(next);
     lease.breaking() = BreakInProgress{to_holder, lifetime, {}, std::move(on_finished)};
     fence_handlers = fence_locked(lease, to_holder, start);
@@ -388,6 +381,19 @@ HolderEntry& LeaseManager::holder_entry_locked(VolumeLease& lease, const std::st
                         lease.name() + "\"";
   if (auto other = conflict_locked(lease, LeaseMode::kReadWrite, now)) message += " (" + other->message + ")";
   throw LeaseError(LeaseErrorCode::kNotFound, message);
+}
+
+// Persists a break's generation before anything is fenced; throws LeaseError(kInternal).
+void LeaseManager::persist_break_locked(const VolumeLease& lease, std::uint64_t generation, const std::string& writer) {
+  try {
+    store_.persist(lease.name(), generation, writer);
+  } catch (const std::exception& error) {
+    log_->error("break failed volume={} generation={} error=\"{}\": nothing was fenced", lease.name(), generation,
+                error.what());
+    throw LeaseError(LeaseErrorCode::kInternal, "cannot break the lease on volume \"" + lease.name() +
+                                                    "\": recording generation " + std::to_string(generation) +
+                                                    " failed: " + error.what() + "; nothing was fenced");
+  }
 }
 
 // Fences every session of the current holders and takes their leases away; returns the

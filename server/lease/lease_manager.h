@@ -149,6 +149,7 @@ class LeaseManager {
                                               TimePoint now);
   HolderEntry& holder_entry_locked(VolumeLease& lease, const std::string& holder, const char* operation,
                                    TimePoint now);
+  void persist_break_locked(const VolumeLease& lease, std::uint64_t generation, const std::string& writer);
   std::vector<std::function<void()>> fence_locked(VolumeLease& lease, const std::optional<std::string>& to_holder,
                                                   BreakStart& start);
   std::function<void()> finish_break_locked(VolumeLease& lease, TimePoint now);
