@@ -195,6 +195,7 @@ std::vector<v1::StorageClass> VolumeService::storage_classes() const {
 
 std::vector<std::string> VolumeService::poisoned() const {
   std::vector<std::string> out;
+  if (auto why = catalog_.poisoned()) out.push_back("the catalog (" + *why + ")");
   for (const auto& live : registry_.list())
     if (live->poisoned()) out.push_back(live->name());
   return out;

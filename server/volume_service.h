@@ -50,7 +50,8 @@ class VolumeService {
   // Everything NBD serves, command-line volumes included, sorted by name.
   std::vector<v1::Volume> exported() const;
   std::vector<v1::StorageClass> storage_classes() const;
-  // Names of poisoned volumes (a failed sync): /readyz is not ready while there are any.
+  // Names of poisoned volumes (a failed sync), and the catalog if a failed change could
+  // not be undone: /readyz is not ready while there are any.
   std::vector<std::string> poisoned() const;
 
  private:

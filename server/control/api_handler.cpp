@@ -304,8 +304,8 @@ Response ApiHandler::ready(const Request& request) {
   if (!poisoned.empty()) {
     std::string names;
     for (const auto& name : poisoned) names += (names.empty() ? "" : ", ") + name;
-    throw CatalogError(ErrorCode::kUnavailable, "volume(s) " + names +
-                                                    " poisoned by a failed sync; writes fail until blockd restarts");
+    throw CatalogError(ErrorCode::kUnavailable,
+                       "poisoned: " + names + "; writes (or catalog changes) fail until blockd restarts");
   }
   return plain_json(request, http::status::ok, "{\"status\":\"ready\"}\n");
 }
