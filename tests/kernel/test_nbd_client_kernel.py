@@ -1,0 +1,172 @@
+#!/usr/bin/python3
+"""The kernel's own NBD driver against blockd: inside a VM booting Debian's cloud kernel,
+stock nbd-client (3.24) connects /dev/nbd0 to blockd with two connections; ext4 is made,
+mounted, written, synced, unmounted, read back from the server (caches dropped), checked
+by e2fsck, and the device is disconnected. blockd and the client share the guest's
+loopback; the guest has no network device.
+
+Exit 0 pass, 1 fail, 77 only when qemu cannot start on this machine."""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vm  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+BLOCKD = os.environ.get("BLOCKD_BIN", str(REPO / "build" / "server" / "blockd"))
+
+STEPS = [
+    "ext4-in-kernel", "modprobe-nbd", "blockd-start", "nbd-client-connect", "device-size",
+    "two-connections", "mkfs-ext4", "mount", "write-files", "sync", "umount", "drop-caches",
+    "mount-again", "verify-checksums", "find-extent", "umount-again",
+    "control-corruption-detected", "e2fsck", "nbd-client-disconnect",
+    "device-gone", "backing-file-e2fsck", "blockd-stop",
+]
+
+SCRIPT = r"""
+SIZE=268435456
+MNT=/mnt/disk
+mkdir -p /tmp/state $MNT
+
+# Anything that leaves the device unusable ends the run; later steps would only hang.
+abort() {
+    echo "=== blockd log"; cat /tmp/blockd.log
+    umount $MNT 2>/dev/null; nbd-client -d /dev/nbd0 2>/dev/null
+    [ -n "${BLOCKD_PID:-}" ] && kill $BLOCKD_PID 2>/dev/null
+    exit 1
+}
+
+have_ext4() { grep -qw ext4 /proc/filesystems || modprobe ext4; grep -w ext4 /proc/filesystems; }
+step ext4-in-kernel have_ext4 || abort
+step modprobe-nbd modprobe nbd || abort
+
+blockd --state-dir /tmp/state --control-socket /tmp/state/c.sock \
+       --listen 127.0.0.1:10809 --volume name=disk,path=/tmp/disk.img,size=256MiB \
+       > /tmp/blockd.log 2>&1 &
+BLOCKD_PID=$!
+wait_ready() {
+    i=0
+    # The contract's listener line: the port is bound ("catalog ready" comes earlier).
+    while ! grep -q 'listening address=127.0.0.1:10809' /tmp/blockd.log; do
+        kill -0 $BLOCKD_PID 2>/dev/null || { echo "blockd exited"; return 1; }
+        i=$((i + 1)); [ $i -gt 300 ] && { echo "not ready after 60s"; return 1; }
+        sleep 0.2
+    done
+}
+step blockd-start wait_ready || abort
+cat /tmp/blockd.log
+
+step nbd-client-connect nbd-client 127.0.0.1 10809 /dev/nbd0 -N disk -C 2 || abort
+size_is() { s=$(blockdev --getsize64 /dev/nbd0); echo "size $s"; [ "$s" = "$1" ]; }
+step device-size size_is $SIZE || abort
+# The kernel's sockets show in /proc/net/tcp like any others.
+two_conns() {
+    netstat -tn
+    n=$(netstat -tn | awk '$5 == "127.0.0.1:10809" && $6 == "ESTABLISHED"' | wc -l)
+    echo "client connections: $n"; [ "$n" -eq 2 ]
+}
+step two-connections two_conns
+
+step mkfs-ext4 mkfs.ext4 -F /dev/nbd0 || abort
+step mount mount -t ext4 /dev/nbd0 $MNT || abort
+
+# ( ) bodies: a subshell, so neither set -e nor cd leaks into the rest of the script.
+write_files() (
+    set -e
+    head -c 1 /dev/urandom > $MNT/one-byte
+    head -c 4096 /dev/urandom > $MNT/one-block
+    dd if=/dev/urandom of=$MNT/one-mib bs=1M count=1 2>/dev/null
+    dd if=/dev/urandom of=$MNT/sixteen-mib bs=1M count=16 2>/dev/null
+    mkdir $MNT/many
+    i=0
+    while [ $i -lt 100 ]; do head -c $((i * 517 + 1)) /dev/urandom > $MNT/many/f$i; i=$((i + 1)); done
+    # A file with a hole, written past the 128 MiB mark.
+    dd if=/dev/urandom of=$MNT/sparse bs=64k count=4 seek=2048 2>/dev/null
+    cd $MNT && find . -type f | sort | xargs sha256sum > /tmp/sums
+    echo "$(wc -l < /tmp/sums) files checksummed"; df $MNT
+)
+step write-files write_files || abort
+step sync sync || abort
+step umount umount $MNT || abort
+# The second mount must read from blockd, not from this kernel's caches.
+drop_caches() { blockdev --flushbufs /dev/nbd0 && echo 3 > /proc/sys/vm/drop_caches; }
+step drop-caches drop_caches
+step mount-again mount -t ext4 -o ro /dev/nbd0 $MNT || abort
+verify() (
+    cd $MNT && sha256sum -c /tmp/sums > /tmp/verify.out; rc=$?
+    grep -v ': OK$' /tmp/verify.out; echo "$(grep -c ': OK$' /tmp/verify.out) files OK"
+    exit $rc
+)
+step verify-checksums verify
+# Where the 16 MiB file's first extent lies on the device, for the control below.
+extent() {
+    filefrag -v $MNT/sixteen-mib > /tmp/extent.out || return 1
+    cat /tmp/extent.out
+    bs=$(sed -n 's/.*blocks of \([0-9]*\) bytes.*/\1/p' /tmp/extent.out)
+    phys=$(awk '$1 == "0:" {print $4}' /tmp/extent.out | tr -d .)
+    [ -n "$bs" ] && [ -n "$phys" ] && echo "$bs $phys" > /tmp/extent
+}
+step find-extent extent
+step umount-again umount $MNT || abort
+# Control: change 4 KiB of that file in blockd's backing file behind the kernel's back.
+# A read that really goes through blockd must now fail the checksum, and only for it.
+control() (
+    read bs phys < /tmp/extent || exit 1
+    blockdev --flushbufs /dev/nbd0 && echo 3 > /proc/sys/vm/drop_caches
+    head -c 4096 /dev/zero | tr '\0' 'X' |
+        dd of=/tmp/disk.img bs=$bs seek=$((phys + 8)) conv=notrunc 2>/dev/null || exit 1
+    mount -t ext4 -o ro /dev/nbd0 $MNT || exit 1
+    cd $MNT; sha256sum -c /tmp/sums > /tmp/control.out 2>&1; cd /
+    umount $MNT
+    cat /tmp/control.out | grep -v ': OK$'
+    [ "$(grep -c ': FAILED' /tmp/control.out)" = 1 ] &&
+        grep -q '^./sixteen-mib: FAILED' /tmp/control.out
+)
+step control-corruption-detected control
+step e2fsck e2fsck -f -n /dev/nbd0
+step nbd-client-disconnect nbd-client -d /dev/nbd0 || abort
+gone() {
+    i=0
+    while [ "$(blockdev --getsize64 /dev/nbd0 2>/dev/null || echo 0)" != 0 ]; do
+        i=$((i + 1)); [ $i -gt 50 ] && return 1; sleep 0.2
+    done
+}
+step device-gone gone
+# What the kernel wrote went through blockd into its backing file.
+step backing-file-e2fsck e2fsck -f -n /tmp/disk.img
+stop_blockd() { kill -TERM $BLOCKD_PID; wait $BLOCKD_PID; rc=$?; echo "blockd exit $rc"; [ $rc -eq 0 ]; }
+step blockd-stop stop_blockd
+echo "=== blockd log"; cat /tmp/blockd.log
+"""
+
+
+def main() -> int:
+    vm.skip_if_no_qemu()
+    if not Path(BLOCKD).is_file():
+        print(f"FAIL: blockd binary {BLOCKD} not found (build it, or set BLOCKD_BIN)")
+        return 1
+    kernel = vm.ensure_kernel()
+    config = kernel.config()
+    modules = ["nbd"]
+    if config.get("CONFIG_EXT4_FS") != "y":
+        modules.append("ext4")  # with jbd2, mbcache, crc16... via its depends
+    result = vm.run_in_vm(
+        SCRIPT,
+        binaries=["nbd-client", "mkfs.ext4", "e2fsck", "filefrag"],
+        files={"/usr/bin/blockd": BLOCKD, "/etc/mke2fs.conf": "/etc/mke2fs.conf"},
+        modules=modules,
+        kernel=kernel,
+        timeout=600,
+        memory_mib=1024,
+    )
+    return vm.report(result, STEPS)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except vm.QemuUnavailable as e:
+        print(f"SKIP: {e}", file=sys.stderr)
+        sys.exit(vm.SKIP)
