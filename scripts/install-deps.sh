@@ -20,6 +20,10 @@ packages=(
   fuse3 e2fsprogs util-linux python3
   # the control API is driven with curl --unix-socket in the tests and the README
   curl
+  # kernel tests (tests/kernel): a TCG VM boots Debian's cloud kernel (fetched with
+  # apt-get download) for its nbd.ko; busybox-static is the guest's userland, ldd
+  # (libc-bin) and strip (binutils) pack host binaries into the initramfs
+  qemu-system-x86 busybox-static binutils libc-bin
 )
 
 export DEBIAN_FRONTEND=noninteractive
