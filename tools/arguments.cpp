@@ -40,7 +40,7 @@ void check_volume_name(const std::string& name) {
                    "letter or digit (e.g. db-0)");
 }
 
-std::uint64_t parse_volume_size(const std::string& text) {
+std::uint64_t parse_volume_size(const std::string& text, std::string* rounded_note) {
   const auto bytes = common::parse_size(text);
   if (!bytes) {
     throw UsageError("bad size \"" + text +
@@ -49,9 +49,13 @@ std::uint64_t parse_volume_size(const std::string& text) {
   }
   if (*bytes == 0) throw UsageError("bad size \"" + text + "\": a volume cannot be empty");
   if (*bytes % 512 != 0) {
+    // The server rounds up too (and says so); blockctl says it before sending.
     const std::uint64_t up = (*bytes / 512 + 1) * 512;
-    throw UsageError("bad size \"" + text + "\": sizes must be a multiple of 512 bytes (e.g. " +
-                     std::to_string(up) + ")");
+    if (rounded_note != nullptr) {
+      *rounded_note = "size " + text + " is not a multiple of 512 bytes; rounded up to " + std::to_string(up) +
+                      " bytes";
+    }
+    return up;
   }
   return *bytes;
 }

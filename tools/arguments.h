@@ -15,9 +15,9 @@ namespace blockd::tools {
 // A volume name: a DNS label (common/names.h), as the server requires.
 void check_volume_name(const std::string& name);
 
-// "10GiB", "10G", "512MiB", "1073741824": positive and a multiple of 512, as volume
-// sizes must be. Returns bytes.
-std::uint64_t parse_volume_size(const std::string& text);
+// "10GiB", "10G", "512MiB", "1073741824": positive. Returns bytes, rounded up to a
+// multiple of 512 as the server would (then `rounded_note`, if given, says so).
+std::uint64_t parse_volume_size(const std::string& text, std::string* rounded_note = nullptr);
 
 // "k=v" items; keys non-empty and unique. Kubernetes-style keys ("app.kubernetes.io/name")
 // are passed through: the server owns the exact rule.

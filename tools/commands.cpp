@@ -37,6 +37,13 @@ void print_json(const google::protobuf::Message& m) { std::cout << client::to_js
 
 std::string quoted(const std::string& name) { return "\"" + name + "\""; }
 
+std::string checked_size(const std::string& text) {
+  std::string note;
+  const std::uint64_t bytes = parse_volume_size(text, &note);
+  if (!note.empty()) std::cerr << "blockctl: " << note << "\n";
+  return std::to_string(bytes);
+}
+
 client::NbdClient open_export(const GlobalOptions& g, const CopyOptions& o, bool for_writing) {
   client::NbdAddress address = o.nbd ? nbd_target_from_uri(*o.nbd, o.name) : [&] {
     client::ControlClient api = connect(g);
@@ -67,7 +74,7 @@ void volume_create(const GlobalOptions& g, const CreateOptions& o) {
   request.set_name(o.name);
   // Sent as bytes: the server parses sizes with the same rules, but a number leaves
   // nothing to interpret.
-  request.set_size(std::to_string(parse_volume_size(o.size)));
+  request.set_size(checked_size(o.size));
   request.set_storage_class(o.storage_class);
   for (auto mode : parse_access_modes(o.access_modes)) request.add_access_modes(mode);
   request.set_description(o.description);
@@ -110,8 +117,7 @@ void volume_show(const GlobalOptions& g, const std::string& name) {
 
 void volume_resize(const GlobalOptions& g, const std::string& name, const std::string& size) {
   check_volume_name(name);
-  const std::uint64_t bytes = parse_volume_size(size);
-  const v1::Volume volume = connect(g).resize_volume(name, std::to_string(bytes));
+  const v1::Volume volume = connect(g).resize_volume(name, checked_size(size));
   if (g.output == OutputFormat::kJson) return print_json(volume);
   std::cout << "volume " << quoted(volume.name()) << " resized to " << common::format_size(volume.size_bytes())
             << " (" << volume.size_bytes() << " bytes); clients see it when they reconnect\n";

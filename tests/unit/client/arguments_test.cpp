@@ -28,8 +28,12 @@ TEST(Arguments, Sizes) {
   EXPECT_NE(usage_message([] { parse_volume_size("abc"); }).find("bad size"), std::string::npos);
   EXPECT_NE(usage_message([] { parse_volume_size("-1G"); }).find("bad size"), std::string::npos);
   EXPECT_NE(usage_message([] { parse_volume_size("0"); }).find("cannot be empty"), std::string::npos);
-  EXPECT_NE(usage_message([] { parse_volume_size("1000"); }).find("multiple of 512 bytes (e.g. 1024)"),
-            std::string::npos);
+  std::string note;
+  EXPECT_EQ(parse_volume_size("1000", &note), 1024u);
+  EXPECT_EQ(note, "size 1000 is not a multiple of 512 bytes; rounded up to 1024 bytes");
+  note.clear();
+  EXPECT_EQ(parse_volume_size("1KiB", &note), 1024u);
+  EXPECT_EQ(note, "");
   EXPECT_NE(usage_message([] { parse_volume_size("99999999999EiB"); }).find("bad size"), std::string::npos);
 }
 
