@@ -170,3 +170,6 @@ if __name__ == "__main__":
     except vm.QemuUnavailable as e:
         print(f"SKIP: {e}", file=sys.stderr)
         sys.exit(vm.SKIP)
+    except vm.VmError as e:  # no kernel, a binary missing on the host: a failure
+        print(f"FAIL: {e}")
+        sys.exit(1)

@@ -46,12 +46,15 @@ BLOCKD_VM_KEEP=1 keeps the work dir (initramfs, console.log, results.log) and pr
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import fcntl
 import gzip
 import lzma
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -212,7 +215,16 @@ def ensure_kernel(cache_dir: str | os.PathLike | None = None) -> Kernel:
     linux-image-cloud-amd64 is a meta package; its Depends names the versioned package
     (linux-image-<ver>-cloud-amd64) that holds vmlinuz and the modules."""
     cache = Path(cache_dir or os.environ.get("BLOCKD_KERNEL_CACHE") or DEFAULT_CACHE)
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        if not os.access(cache, os.W_OK):
+            raise PermissionError(cache)
+    except PermissionError:
+        if cache_dir or os.environ.get("BLOCKD_KERNEL_CACHE"):
+            raise
+        # Not root: the same cache in the user's home.
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "blockd-tests" / "kernel"
+        cache.mkdir(parents=True, exist_ok=True)
     real = _apt_candidate_depends(KERNEL_META_PACKAGE)
     if real is None:
         # No local apt metadata for it: follow the meta package's own Depends.
@@ -224,6 +236,18 @@ def ensure_kernel(cache_dir: str | os.PathLike | None = None) -> Kernel:
         if real is None:
             raise KernelUnavailable(f"{meta.name} depends on no linux-image package: {deps!r}")
     root = cache / real
+    # One download and unpack at a time, even if two tests start together.
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _unpack_kernel(cache, real, root)
+    vmlinuz = sorted((root / "boot").glob("vmlinuz-*"))
+    if not vmlinuz:
+        raise KernelUnavailable(f"no boot/vmlinuz-* in {root}")
+    version = vmlinuz[-1].name[len("vmlinuz-"):]
+    return Kernel(root=root, version=version, vmlinuz=vmlinuz[-1])
+
+
+def _unpack_kernel(cache: Path, real: str, root: Path) -> None:
     if not (root / ".complete").exists():
         log(f"downloading {real} into {cache}")
         t0 = time.monotonic()
@@ -238,11 +262,11 @@ def ensure_kernel(cache_dir: str | os.PathLike | None = None) -> Kernel:
         (root / ".complete").write_text(deb.name + "\n")
         deb.unlink()
         log(f"unpacked {deb.name} in {time.monotonic() - t0:.1f}s")
-    vmlinuz = sorted((root / "boot").glob("vmlinuz-*"))
-    if not vmlinuz:
-        raise KernelUnavailable(f"no boot/vmlinuz-* in {root}")
-    version = vmlinuz[-1].name[len("vmlinuz-"):]
-    return Kernel(root=root, version=version, vmlinuz=vmlinuz[-1])
+        # Kernels an apt update has superseded are ~100 MB each: keep only the current one.
+        for old in cache.glob("linux-image-*"):
+            if old != root and old.is_dir():
+                log(f"removing superseded {old}")
+                shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- initramfs
@@ -458,19 +482,15 @@ def build_initramfs(kernel: Kernel, script_text: str, work: Path, binaries=(), f
 
     mod_root = f"lib/modules/{kernel.version}"
     cpio.dir(f"usr/{mod_root}")
+    # modules.dep as depmod writes it: every module with all its dependencies, direct
+    # and indirect, the one to load first last (modprobe loads the list backwards).
     deps_lines = []
-    loaded = kernel.resolve_modules(modules)
-    for name, path in loaded:
-        ko = read_module(path)
-        rel = os.path.relpath(path, kernel.module_dir)
-        rel = re.sub(r"\.ko\.(xz|zst|gz)$", ".ko", rel)
-        cpio.file(f"usr/{mod_root}/{rel}", ko)
-        dep_rels = []
-        for dep in module_depends(ko):
-            for n2, p2 in loaded:
-                if n2 == dep.replace("-", "_"):
-                    dep_rels.append(re.sub(r"\.ko\.(xz|zst|gz)$", ".ko",
-                                           os.path.relpath(p2, kernel.module_dir)))
+    for name, path in kernel.resolve_modules(modules):
+        rel = re.sub(r"\.ko\.(xz|zst|gz)$", ".ko", os.path.relpath(path, kernel.module_dir))
+        cpio.file(f"usr/{mod_root}/{rel}", read_module(path))
+        needs = kernel.resolve_modules([name])[:-1]  # load order, without the module itself
+        dep_rels = [re.sub(r"\.ko\.(xz|zst|gz)$", ".ko", os.path.relpath(p2, kernel.module_dir))
+                    for _, p2 in reversed(needs)]
         deps_lines.append(f"{rel}: {' '.join(dep_rels)}".rstrip())
     cpio.file(f"usr/{mod_root}/modules.dep", ("\n".join(deps_lines) + "\n").encode())
     builtin = kernel.module_dir / "modules.builtin"
@@ -564,7 +584,7 @@ def ensure_host_tools() -> str:
     qemu = shutil.which(QEMU, path=_path())
     if not qemu:
         raise QemuUnavailable(f"{QEMU} is not installed and could not be installed "
-                              f"(apt-get install qemu-system-x86)")
+                              f"(apt-get install {HOST_PACKAGES.get(QEMU, QEMU)})")
     try:
         r = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -605,6 +625,13 @@ def run_in_vm(script_text: str, binaries=(), files=None, modules=("nbd",), timeo
     kernel = kernel or ensure_kernel()
     work = Path(tempfile.mkdtemp(prefix="blockd-vm-"))
     proc = None
+    # ctest ends a test that overruns its TIMEOUT with SIGTERM: turn it into an exception
+    # so the finally below kills qemu (PR_SET_PDEATHSIG covers SIGKILL of this process).
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         t0 = time.monotonic()
         initrd = build_initramfs(kernel, script_text, work, binaries=binaries, files=files,
@@ -616,7 +643,7 @@ def run_in_vm(script_text: str, binaries=(), files=None, modules=("nbd",), timeo
         console_path, results_path = work / "console.log", work / "results.log"
         start = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         log(f"qemu pid {proc.pid} started, timeout {timeout}s")
         boot_seconds = None
         timed_out = False
@@ -658,13 +685,28 @@ def run_in_vm(script_text: str, binaries=(), files=None, modules=("nbd",), timeo
                         exit_code=code, timed_out=timed_out, qemu_returncode=proc.returncode,
                         workdir=str(work) if keep else None)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if proc is not None and proc.poll() is None:
+            log(f"killing qemu pid {proc.pid}")
             proc.kill()
             proc.wait()
         if keep:
             log(f"kept work dir {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _terminated(signum, frame):
+    raise SystemExit(f"vm: terminated by signal {signum}")
+
+
+def _die_with_parent() -> None:
+    """In the qemu child: get SIGKILL when the test process dies, however it dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def skip_if_no_qemu() -> None:
@@ -705,13 +747,38 @@ def report(r: VmResult, expected=()) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    # Smoke test / boot timing: python3 vm.py [script-file]
-    text = Path(sys.argv[1]).read_text() if len(sys.argv) > 1 else \
-        "step uname uname -a\nstep modprobe-nbd modprobe nbd\nstep nbd0 test -b /dev/nbd0\n"
+def main(argv=None) -> int:
+    """python3 vm.py [--binary B]... [--file GUEST=HOST]... [--module M]... [--timeout S]
+    [SCRIPT]: boot once and run SCRIPT (a file, or "-" for stdin; default: a smoke test
+    that loads nbd.ko), printing the boot time and every RESULT line."""
+    import argparse
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("script", nargs="?")
+    ap.add_argument("--binary", action="append", default=[], help="host binary, lands in /usr/bin")
+    ap.add_argument("--file", action="append", default=[], metavar="GUEST=HOST")
+    ap.add_argument("--module", action="append", default=None, help="kernel module (default nbd)")
+    ap.add_argument("--timeout", type=int, default=300)
+    ap.add_argument("--memory", type=int, default=1024, help="MiB")
+    args = ap.parse_args(argv)
+    if args.script == "-":
+        text = sys.stdin.read()
+    elif args.script:
+        text = Path(args.script).read_text()
+    else:
+        text = "step uname uname -a\nstep modprobe-nbd modprobe nbd\nstep nbd0 test -b /dev/nbd0\n"
+    files = dict(f.split("=", 1) for f in args.file)
     try:
-        result = run_in_vm(text, timeout=300)
+        result = run_in_vm(text, binaries=args.binary, files=files,
+                           modules=args.module or ["nbd"], timeout=args.timeout,
+                           memory_mib=args.memory)
     except QemuUnavailable as e:
         print(f"SKIP: {e}", file=sys.stderr)
-        sys.exit(SKIP)
-    sys.exit(report(result))
+        return SKIP
+    except VmError as e:
+        print(f"FAIL: {e}")
+        return 1
+    return report(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
