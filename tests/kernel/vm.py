@@ -594,6 +594,23 @@ def ensure_host_tools() -> str:
     return qemu
 
 
+def qemu_starts(qemu: str) -> bool:
+    """Whether a minimal TCG machine (paused, no guest) stays up for two seconds."""
+    probe = subprocess.Popen([qemu, "-accel", "tcg", "-nodefaults", "-display", "none",
+                              "-monitor", "none", "-nic", "none", "-S"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    try:
+        probe.wait(timeout=2)
+        return False
+    except subprocess.TimeoutExpired:
+        return True
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
+
+
 def _path() -> str:
     return os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -671,15 +688,19 @@ def run_in_vm(script_text: str, binaries=(), files=None, modules=("nbd",), timeo
         qemu_out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
         console = console_path.read_bytes().decode(errors="replace") if console_path.exists() else ""
         res_text = results_path.read_bytes().decode(errors="replace") if results_path.exists() else ""
+        guest_printed = bool(console.strip())
         if qemu_out.strip():
             console = f"[qemu output]\n{qemu_out}\n[guest console]\n{console}"
         results, done, code, uptime = parse_results(res_text)
         if boot_seconds is None and uptime is not None:
             boot_seconds = total  # init ran but we missed the moment; bound it by the total
-        if proc.returncode not in (0, None) and not timed_out and not console:
-            # qemu died before the guest printed anything: it cannot start here.
-            raise QemuUnavailable(f"qemu exited {proc.returncode} before the guest started: "
-                                  f"{qemu_out.strip()[-800:]}")
+        if proc.returncode not in (0, None) and not timed_out and not guest_printed:
+            # qemu died before the guest printed anything. Skip only if a bare qemu
+            # cannot start either; otherwise our command line is at fault: a failure.
+            why = f"qemu exited {proc.returncode} before the guest started: {qemu_out.strip()[-800:]}"
+            if qemu_starts(qemu):
+                raise VmError(why + f" (a bare qemu starts, so this command line is wrong: {' '.join(cmd)})")
+            raise QemuUnavailable(why)
         return VmResult(results=results, console_text=console, boot_seconds=boot_seconds,
                         guest_uptime_at_init=uptime, total_seconds=total, done=done,
                         exit_code=code, timed_out=timed_out, qemu_returncode=proc.returncode,
