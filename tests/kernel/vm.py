@@ -205,7 +205,8 @@ def _apt_download(package: str, where: Path) -> Path:
     debs = sorted(where.glob(f"{package}_*.deb"))
     if out.returncode != 0 or not debs:
         raise KernelUnavailable(f"`{' '.join(cmd)}` failed (exit {out.returncode}): "
-                                f"{(out.stderr or out.stdout).strip()[-800:]}")
+                                f"{(out.stderr or out.stdout).strip()[-800:]} "
+                                f"(are the apt lists current? apt-get update)")
     return debs[-1]
 
 
