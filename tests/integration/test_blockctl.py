@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""blockctl against a real blockd, judged by nbdinfo, nbdsh/libnbd, qemu-img and the files.
+
+  lifecycle   volume create -> nbdinfo sees it with its size -> write with nbdsh ->
+              restart blockd (same state dir) -> catalog (blockctl -o json) and data intact;
+              resize grows what a new NBD connection sees; list/show/class list/status
+  images      a qcow2 with data at known places -> qemu-img convert to raw -> volume import
+              (verified, sparse on the volume's file) -> qemu-img compare against the volume ->
+              volume export (byte-identical, sparse) -> export to a pipe; stdin import; an image
+              larger than the volume is refused with both sizes and nothing written
+  bad-input   bad size, bad name, unknown volume, shrink, unknown class, name taken, missing
+              argument, unreachable server, delete while a libnbd client is connected: exit 1
+              or 2, a clear message, and neither the catalog nor the files change
+  delete      frees the file; the export is gone from NBD
+  help        --help on every command exits 0; bash completion parses and completes
+
+Environment: BLOCKCTL_BIN (default build/tools/blockctl), BLOCKD_BIN (see blockd_fixture).
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import blockd_fixture as fx  # noqa: E402
+
+fx.use_system_python()
+try:
+    import nbd  # noqa: E402
+except ImportError:
+    fx.skip("python3-libnbd (import nbd) is not available")
+
+MiB = 1 << 20
+IMAGE_SIZE = 48 * MiB
+# With leases (DESIGN.md section 4) a writer keeps its volume for a grace period after it
+# disconnects; resize and delete wait for it, and a client of another holder (TCP
+# 127.0.0.1 vs a Unix-socket client) is refused meanwhile. A short grace and settle()
+# between such steps keep the test about blockctl, not about lease timing.
+LEASE_GRACE = 0.5
+
+
+def blockd_extra():
+    r = subprocess.run([fx.blockd_bin(), "--help"], capture_output=True, text=True, timeout=30)
+    return ["--lease-grace", str(LEASE_GRACE)] if "--lease-grace" in r.stdout + r.stderr else []
+
+
+def settle():
+    time.sleep(LEASE_GRACE * 3)
+
+
+def blockctl_bin():
+    return os.environ.get("BLOCKCTL_BIN", os.path.join(fx.REPO, "build", "tools", "blockctl"))
+
+
+class Blockctl:
+    """Runs blockctl against one blockd (BLOCKD_SERVER), returns CompletedProcess."""
+
+    def __init__(self, control_socket):
+        self.server = "unix://" + control_socket
+
+    def __call__(self, *args, stdin=None, timeout=120, server=True):
+        env = dict(os.environ)
+        env["PATH"] = fx.SYSTEM_PATH + ":" + env.get("PATH", "")
+        if server:
+            env["BLOCKD_SERVER"] = self.server
+        else:
+            env.pop("BLOCKD_SERVER", None)
+        cmd = [blockctl_bin()] + [str(a) for a in args]
+        print("$ " + " ".join(cmd), flush=True)
+        try:
+            r = subprocess.run(cmd, stdin=stdin, capture_output=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise fx.TestFailure(f"blockctl timed out after {timeout}s: {cmd}")
+        r.out = r.stdout.decode(errors="replace")
+        r.err = r.stderr.decode(errors="replace")
+        for line in (r.out + r.err).splitlines()[:12]:
+            print("    " + line)
+        return r
+
+    def json(self, *args):
+        r = self("-o", "json", *args)
+        if r.returncode != 0:
+            raise fx.TestFailure(f"blockctl {' '.join(args)} failed ({r.returncode}): {r.err}")
+        return json.loads(r.out)
+
+
+def nbd_size(uri):
+    r = fx.run(["nbdinfo", "--size", uri])
+    return int(r.stdout.strip())
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MiB), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def allocated(path):
+    return os.stat(path).st_blocks * 512
+
+
+def snapshot(ctl, state_dir):
+    """What a rejected command must not change: the catalog as listed, and the files."""
+    listing = [(v["name"], v["sizeBytes"], v["uuid"], v.get("labels", {}))
+               for v in ctl.json("volume", "list")["volumes"]]
+    return listing, sorted(os.listdir(os.path.join(state_dir, "volumes")))
+
+
+def check_lifecycle(c, ctl, b):
+    r = ctl("volume", "create", "disk", "--size", "64MiB", "--label", "app=test", "--label", "tier=gold",
+            "--description", "made by blockctl")
+    c.eq(r.returncode, 0, "volume create exits 0")
+    c.ok('volume "disk" created' in r.out and "64 MiB" in r.out, "volume create says what it made", r.out)
+    shown = ctl.json("volume", "show", "disk")
+    c.ok(shown["sizeBytes"] == str(64 * MiB) and shown["labels"] == {"app": "test", "tier": "gold"} and
+         shown["description"] == "made by blockctl" and shown["accessModes"] == ["READ_WRITE_ONCE"],
+         "-o json volume show is the API's Volume", shown)
+    c.eq(nbd_size(b.uri("disk")), 64 * MiB, "nbdinfo sees the new volume with its size")
+
+    r = ctl("volume", "create", "ro", "--size", "1000", "--access-modes", "ReadWriteOnce,ReadOnlyMany")
+    c.ok(r.returncode == 0 and "rounded up to 1024" in r.err, "a size that is not a multiple of 512 is rounded "
+         "up, and blockctl says so", r.err)
+    c.eq(ctl.json("volume", "show", "ro")["accessModes"], ["READ_WRITE_ONCE", "READ_ONLY_MANY"],
+         "--access-modes is sent")
+
+    r = ctl("volume", "list")
+    lines = r.out.splitlines()
+    c.ok(r.returncode == 0 and lines and lines[0].split()[:5] == ["NAME", "SIZE", "CLASS", "ACCESS", "CONNECTIONS"],
+         "volume list prints a table with a header", r.out)
+    disk_line = [ln for ln in lines if ln.startswith("disk ")]
+    c.ok(disk_line and "64 MiB" in disk_line[0] and "app=test,tier=gold" in disk_line[0],
+         "the table shows the size in binary units and the labels", r.out)
+    r = ctl("-o", "name", "volume", "list", "--label", "app=test")
+    c.eq(r.out.split(), ["disk"], "volume list --label filters")
+    r = ctl("-o", "name", "volume", "list", "--class", "default")
+    c.eq(r.out.split(), ["disk", "ro"], "volume list --class filters")
+    r = ctl("class", "list")
+    c.ok(r.returncode == 0 and "default" in r.out and "yes" in r.out, "class list shows the default class", r.out)
+    r = ctl("status")
+    c.ok(r.returncode == 0 and "NBD listen:" in r.out and f"127.0.0.1:{b.port}" in r.out, "status", r.out)
+
+    pattern = b"blockctl" * 8192  # 64 KiB
+    fx.run(["nbdsh", "-u", b.uri("disk"), "-c",
+            f"h.pwrite({pattern!r} * 16, 1048576); h.pwrite(b'end!' * 128, {64 * MiB - 512}); h.flush()"])
+    return pattern * 16
+
+
+def check_restart(c, ctl, b, written):
+    before = snapshot(ctl, b.state_dir)
+    c.eq(b.stop(), 0, "blockd stops cleanly")
+    # The second run also listens on a Unix socket: import/export must prefer it.
+    nbd_sock = os.path.join(b.state_dir, "nbd.sock")
+    b2 = fx.Blockd(state_dir=b.state_dir, listen=("127.0.0.1:0", "unix:" + nbd_sock), extra=blockd_extra()).start()
+    ctl2 = Blockctl(b2.control_socket)
+    c.eq(snapshot(ctl2, b2.state_dir), before, "after a restart the catalog (names, sizes, UUIDs, labels) and "
+         "files are as before")
+    h = nbd.NBD()
+    h.connect_uri(b2.uri("disk"))
+    c.ok(h.pread(len(written), MiB) == written and h.pread(512, 64 * MiB - 512) == b"end!" * 128,
+         "after a restart the data written with nbdsh is intact")
+    h.shutdown()
+    settle()
+    r = ctl2("volume", "resize", "disk", "--size", "128MiB")
+    c.ok(r.returncode == 0 and "128 MiB" in r.out, "volume resize grows", r.out)
+    c.eq(nbd_size(b2.uri("disk")), 128 * MiB, "a new NBD connection sees the new size")
+    return b2, ctl2
+
+
+def make_qcow2(work):
+    qcow2 = os.path.join(work, "src.qcow2")
+    raw = os.path.join(work, "src.raw")
+    fx.run(["qemu-img", "create", "-q", "-f", "qcow2", qcow2, str(IMAGE_SIZE)])
+    fx.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 2M", "-c", "write -P 0xcd 20M 64k",
+            "-c", "write -P 0x11 47M 1M", "-c", "write -z 5M 1M", qcow2])
+    fx.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", qcow2, raw])
+    return qcow2, raw
+
+
+def check_images(c, ctl, b, work):
+    qcow2, raw = make_qcow2(work)
+    c.ok(allocated(raw) < 8 * MiB, "qemu-img made a sparse raw image", allocated(raw))
+    r = ctl("volume", "create", "img", "--size", str(IMAGE_SIZE))
+    c.require(r.returncode == 0, "create a volume of the image's size", r.err)
+    backing = ctl.json("volume", "show", "img")["backingPath"]
+
+    r = ctl("volume", "import", "img", raw)
+    c.ok(r.returncode == 0 and "verified" in r.err, "volume import exits 0 and says verified", r.err)
+    c.ok("progress" not in r.err and "\r" not in r.err, "no terminal progress bar when stderr is not a tty", r.err)
+    c.ok(allocated(backing) < 8 * MiB, "the import left the image's holes as holes in the volume's file",
+         allocated(backing))
+    settle()  # blockctl used the Unix socket; qemu-img comes over TCP
+    r = fx.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", qcow2, b.uri("img")], check=False)
+    c.eq(r.returncode, 0, "qemu-img compare: the qcow2 and the volume have the same content")
+
+    out = os.path.join(work, "out.raw")
+    settle()
+    r = ctl("volume", "export", "img", out)
+    c.ok(r.returncode == 0 and "verified" in r.err, "volume export exits 0 and says verified", r.err)
+    c.eq(sha256(out), sha256(raw), "the exported image is byte-identical to the imported one")
+    c.ok(allocated(out) < 8 * MiB, "the exported image is sparse", allocated(out))
+
+    with open(os.path.join(work, "piped.raw"), "wb") as f:
+        p = subprocess.Popen([blockctl_bin(), "--server", ctl.server, "-q", "volume", "export", "img", "-"],
+                             stdout=subprocess.PIPE)
+        h = hashlib.sha256()
+        for block in iter(lambda: p.stdout.read(MiB), b""):
+            h.update(block)
+        rc = p.wait(60)
+    c.ok(rc == 0 and h.hexdigest() == sha256(raw), "volume export to a pipe streams every byte, zeroes included")
+
+    # Old data everywhere, then an import from stdin must leave exactly the image.
+    r = ctl("volume", "create", "piped", "--size", str(IMAGE_SIZE))
+    fx.run(["nbdsh", "-u", b.uri("piped"), "-c",
+            f"[h.pwrite(b'\\xee' * {16 * MiB}, i * {16 * MiB}) for i in range({IMAGE_SIZE // (16 * MiB)})]; h.flush()"])
+    settle()
+    with open(raw, "rb") as f:
+        r = ctl("-q", "volume", "import", "piped", "-", stdin=f)
+    c.eq(r.returncode, 0, "volume import from stdin over old data exits 0")
+    settle()
+    r = fx.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", raw, b.uri("piped")], check=False)
+    c.eq(r.returncode, 0, "after a stdin import over old data the volume equals the image (holes were zeroed)")
+
+    r = ctl("volume", "create", "small", "--size", "1MiB")
+    before = fx.run(["nbdsh", "-u", b.uri("small"), "-c", "import hashlib; "
+                     "print(hashlib.sha256(h.pread(1048576, 0)).hexdigest())"]).stdout
+    settle()
+    r = ctl("volume", "import", "small", raw)
+    c.ok(r.returncode == 1 and "larger than volume" in r.err and str(IMAGE_SIZE) in r.err and "1048576" in r.err,
+         "an image larger than the volume is refused with both sizes, exit 1", r.err)
+    settle()
+    after = fx.run(["nbdsh", "-u", b.uri("small"), "-c", "import hashlib; "
+                    "print(hashlib.sha256(h.pread(1048576, 0)).hexdigest())"]).stdout
+    c.eq(after, before, "the refused import wrote nothing")
+
+    settle()
+    r = ctl("volume", "delete", "img")
+    c.ok(r.returncode == 0 and 'volume "img" deleted' in r.out, "volume delete exits 0", r.out)
+    c.ok(not os.path.exists(backing), "volume delete removed the volume's file", backing)
+    r = fx.run(["nbdinfo", "--size", b.uri("img")], check=False)
+    c.ok(r.returncode != 0, "a deleted volume is no longer served over NBD")
+
+
+def expect(c, r, code, words, what):
+    text = r.err + r.out
+    c.ok(r.returncode == code and all(w in text for w in words) and text.startswith("blockctl: "),
+         f"{what}: exit {code}, message has {words}", f"exit {r.returncode}: {text.strip()}")
+
+
+def check_bad_inputs(c, ctl, b):
+    before = snapshot(ctl, b.state_dir)
+    expect(c, ctl("volume", "create", "bad", "--size", "10QB"), 2, ["bad size", "10QB", "10GiB"], "bad size")
+    expect(c, ctl("volume", "create", "bad", "--size", "0"), 2, ["cannot be empty"], "zero size")
+    expect(c, ctl("volume", "create", "Bad_Name", "--size", "1G"), 2, ["bad volume name", "Bad_Name"], "bad name")
+    expect(c, ctl("volume", "create", "x", "--size", "1G", "--label", "novalue"), 2, ["KEY=VALUE"], "bad label")
+    expect(c, ctl("volume", "create", "x", "--size", "1G", "--access-modes", "ReadWriteMany"), 2,
+           ["unknown access mode"], "bad access mode")
+    expect(c, ctl("volume", "create", "x"), 2, ["--size"], "missing --size")
+    expect(c, ctl("volume", "frobnicate"), 2, ["--help"], "unknown command")
+    expect(c, ctl("volume", "show", "nope"), 1, ["nope", "(not_found)"], "unknown volume: show")
+    expect(c, ctl("volume", "delete", "nope"), 1, ["nope", "(not_found)"], "unknown volume: delete")
+    expect(c, ctl("volume", "resize", "nope", "--size", "1G"), 1, ["nope", "(not_found)"], "unknown volume: resize")
+    expect(c, ctl("volume", "import", "nope", "/dev/null"), 1, ["nope", "(not_found)"], "unknown volume: import")
+    expect(c, ctl("volume", "resize", "disk", "--size", "32MiB"), 1, ["(failed_precondition)"], "shrink")
+    expect(c, ctl("volume", "create", "x", "--size", "1G", "--class", "gold"), 1, ["gold"], "unknown class")
+    expect(c, ctl("volume", "create", "disk", "--size", "1G"), 1, ["(already_exists)"], "name taken")
+    expect(c, ctl("--server", "unix:///nonexistent/blockd.sock", "status", server=False), 1,
+           ["cannot reach blockd at unix:///nonexistent/blockd.sock", "is blockd running", "BLOCKD_SERVER"],
+           "unreachable server")
+    expect(c, ctl("--server", "ftp://x", "status"), 2, ["not a server address"], "bad --server")
+
+    h = nbd.NBD()
+    h.connect_uri(b.uri("disk"))
+    try:
+        r = ctl("volume", "delete", "disk")
+        expect(c, r, 1, ["(failed_precondition)", "disk"], "delete while an NBD client is connected")
+        # The reason is the connection, or (with leases) the lease that connection holds.
+        c.ok("connected" in r.err or "leased" in r.err, "the refusal says why", r.err)
+        c.eq(snapshot(ctl, b.state_dir), before, "no rejected command changed the catalog or the files")
+        c.ok(h.pread(512, 64 * MiB - 512) == b"end!" * 128, "the connected client still reads its data")
+    finally:
+        h.shutdown()
+
+
+def check_help_and_completion(c, ctl):
+    for cmd in ([], ["volume"], ["volume", "create"], ["volume", "list"], ["volume", "show"],
+                ["volume", "resize"], ["volume", "delete"], ["volume", "import"], ["volume", "export"],
+                ["class"], ["class", "list"], ["status"]):
+        r = ctl(*cmd, "--help")
+        c.ok(r.returncode == 0 and "Usage:" in r.out, f"blockctl {' '.join(cmd)} --help exits 0 with usage")
+    completion = os.path.join(fx.REPO, "tools", "blockctl.bash-completion")
+    script = (f"source {completion}; COMP_WORDS=({blockctl_bin()} volume show ''); COMP_CWORD=3; _blockctl; "
+              "echo \"${COMPREPLY[*]}\"")
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, BLOCKD_SERVER=ctl.server))
+    c.ok(r.returncode == 0 and "disk" in r.stdout.split(), "bash completion offers volume names from the server",
+         r.stdout + r.stderr)
+
+
+def body(c):
+    fx.require_tools("nbdinfo", "nbdsh", "qemu-img", "qemu-io", "bash")
+    if not os.access(blockctl_bin(), os.X_OK):
+        raise fx.TestFailure(f"blockctl not found at {blockctl_bin()} (build it, or set BLOCKCTL_BIN)")
+    tmp = fx.temp_dir("blockctl-test-")  # kept referenced: it is removed when collected
+    work = tmp.name
+    state = os.path.join(work, "state")
+    os.mkdir(state)
+    b = fx.Blockd(state_dir=state, extra=blockd_extra()).start()
+    ctl = Blockctl(b.control_socket)
+    written = check_lifecycle(c, ctl, b)
+    b2, ctl2 = check_restart(c, ctl, b, written)
+    check_images(c, ctl2, b2, work)
+    check_bad_inputs(c, ctl2, b2)
+    check_help_and_completion(c, ctl2)
+    settle()
+    r = ctl2("volume", "delete", "disk")
+    c.eq(r.returncode, 0, "delete works once the client has gone")
+    c.eq(b2.stop(), 0, "blockd stops cleanly at the end")
+
+
+if __name__ == "__main__":
+    fx.test_main(body, timeout=280)
