@@ -179,6 +179,7 @@ void merge_file(const FileConfig& file, const Given& given, ServerConfig& config
   if (!given("--handshake-timeout") && file.handshake_timeout) config.handshake_timeout = *file.handshake_timeout;
   if (!given("--shutdown-timeout") && file.shutdown_timeout) config.shutdown_timeout = *file.shutdown_timeout;
   if (!given("--max-connections") && file.max_connections) config.max_connections = *file.max_connections;
+  if (!given("--lease-grace") && file.lease_grace) config.lease_grace = *file.lease_grace;
   config.storage_classes = file.storage_classes;
 }
 
@@ -195,7 +196,7 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
   std::vector<std::string> listen, volumes;
   std::string log_level = "info", control_listen;
   std::string config_path;
-  double handshake_timeout = 30, shutdown_timeout = 10;
+  double handshake_timeout = 30, shutdown_timeout = 10, lease_grace = 120;
   app.add_option("--config", config_path,
                  "The TOML config file (default /etc/blockd/blockd.toml, read when it exists); "
                  "command-line flags override it");
@@ -224,6 +225,10 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
       ->check(CLI::Range(0.1, 3600.0));
   app.add_option("--shutdown-timeout", shutdown_timeout,
                  "Seconds to wait for in-flight requests at shutdown before closing connections (default 10)")
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--lease-grace", lease_grace,
+                 "Seconds a lease outlives its holder's last connection, so a reconnecting client "
+                 "keeps it; also how long the previous holders keep their leases after a restart (default 120)")
       ->check(CLI::Range(0.1, 3600.0));
   app.add_option("--max-connections", config.max_connections,
                  "Connections served at once; further ones are closed at accept (default 1024)")
@@ -277,6 +282,7 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
   common::parse_log_level(log_level, config.log_level);
   config.handshake_timeout = std::chrono::milliseconds(static_cast<long>(handshake_timeout * 1000));
   config.shutdown_timeout = std::chrono::milliseconds(static_cast<long>(shutdown_timeout * 1000));
+  config.lease_grace = std::chrono::milliseconds(static_cast<long>(lease_grace * 1000));
   if (app.count("--state-dir")) config.state_dir = storage::normalize_directory(config.state_dir);
 
   // The file: the one named, or the default one if it exists (a node configured only by

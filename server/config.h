@@ -50,6 +50,9 @@ struct ServerConfig {
   std::chrono::milliseconds handshake_timeout{30'000};
   std::chrono::milliseconds shutdown_timeout{10'000};
   unsigned max_connections = 1024;
+  // How long a lease outlives its holder's last connection (DESIGN.md §4): longer than
+  // the kernel's dead-connection timeout, so a reconnecting client keeps it.
+  std::chrono::milliseconds lease_grace{120'000};
   bool unsafe_ack_without_sync = false;
 };
 

@@ -20,9 +20,9 @@ namespace blockd::server {
 namespace {
 
 constexpr std::size_t kMaxConfigBytes = 1 << 20;
-constexpr std::array<std::string_view, 9> kTopLevelKeys = {
+constexpr std::array<std::string_view, 10> kTopLevelKeys = {
     "listen",      "state_dir",         "control_socket",   "control_listen",  "workers",
-    "log_level",   "handshake_timeout", "shutdown_timeout", "max_connections"};
+    "log_level",   "handshake_timeout", "shutdown_timeout", "max_connections", "lease_grace"};
 constexpr std::string_view kStorageClassKey = "storage_class";
 constexpr std::array<std::string_view, 5> kClassKeys = {"name", "directory", "allocation", "io", "default"};
 
@@ -61,6 +61,8 @@ class Parser {
       } else if (name == "max_connections") {
         config.max_connections =
             static_cast<unsigned>(parse_integer(node, "max_connections", 1, 1'000'000, ""));
+      } else if (name == "lease_grace") {
+        config.lease_grace = parse_seconds(node, "lease_grace");
       } else if (name == kStorageClassKey) {
         config.storage_classes = parse_storage_classes(node);
       } else {

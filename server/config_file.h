@@ -38,6 +38,7 @@ struct FileConfig {
   std::optional<std::chrono::milliseconds> handshake_timeout;
   std::optional<std::chrono::milliseconds> shutdown_timeout;
   std::optional<unsigned> max_connections;
+  std::optional<std::chrono::milliseconds> lease_grace;
   // In file order, validated as a set (names unique, exactly one default, absolute
   // directories). Empty when the file declares none: then the caller uses
   // storage::fallback_storage_class(state_dir).

@@ -31,6 +31,7 @@ std::unique_ptr<storage::Backend> make_backend(const VolumeSpec& spec) {
 Server::Server(ServerConfig config) : config_(std::move(config)), signals_(context_, SIGINT, SIGTERM) {
   open_volumes();
   open_catalog();
+  open_leases();
   start_workers();
   open_listeners();
   open_control_api();
@@ -60,6 +61,34 @@ void Server::open_catalog() {
             catalog_->list_volumes().size(), served, catalog_->storage_classes().all().size());
 }
 
+void Server::open_leases() {
+  generations_ = std::make_unique<CatalogGenerationStore>(*catalog_);
+  // Restart grace: each volume's last writer keeps its lease for the grace period.
+  std::vector<lease::LeaseManager::PreviousHolder> previous;
+  for (const auto& volume : catalog_->list_volumes())
+    if (!volume.last_writer().empty()) previous.push_back({volume.name(), volume.last_writer(), lease::LeaseMode::kReadWrite});
+  lease::LeaseManager::Options options;
+  options.grace = std::chrono::duration_cast<lease::Duration>(config_.lease_grace);
+  try {
+    leases_ = std::make_unique<lease::LeaseManager>(options, clock_, *generations_, previous);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("cannot restore the leases from the catalog: ") + e.what());
+  }
+  admission_ = std::make_unique<LeaseAdmission>(*leases_);
+  volume_service_->set_leases(leases_.get());
+  common::logger("server")->info("leases ready grace_ms={} restored={}", config_.lease_grace.count(), previous.size());
+}
+
+asio::awaitable<void> Server::expire_leases() {
+  // Expiry is lazy in the LeaseManager; this makes its log lines timely.
+  asio::steady_timer tick(context_);
+  while (!shutting_down_) {
+    tick.expires_after(std::chrono::seconds(1));
+    co_await tick.async_wait(net::use_nothrow);
+    leases_->expire_due();
+  }
+}
+
 void Server::open_control_api() {
   control::NodeState node;
   for (const auto& listener : listeners_) node.nbd_listen.push_back(listener->address());
@@ -74,8 +103,10 @@ void Server::open_control_api() {
 void Server::open_volumes() {
   auto log = common::logger("server");
   for (const VolumeSpec& spec : config_.volumes) {
+    // Not in the catalog, so no access modes of its own: a writable one takes a writer
+    // or shared readers, a read-only one only readers.
     storage::Volume::Options options{spec.name, spec.description, spec.read_only,
-                                     config_.unsafe_ack_without_sync};
+                                     lease::AllowedModes{!spec.read_only, true}, config_.unsafe_ack_without_sync};
     auto volume = std::make_shared<storage::Volume>(std::move(options), make_backend(spec));
     log->info("volume name={} size={} ({} bytes) backend=\"{}\" read_only={}", volume->name(),
               common::format_size(volume->size()), volume->size(), volume->describe(),
@@ -138,6 +169,7 @@ int Server::run() {
   });
   listening_ = true;
   control_->start();
+  asio::co_spawn(context_, expire_leases(), asio::detached);
   log->info("blockd ready volumes={} listeners={}", volumes_.list().size(), listeners_.size());
   context_.run();
   return exit_code_;
@@ -162,7 +194,7 @@ std::size_t Server::live_connections() const {
 
 asio::awaitable<void> Server::accept_loop(net::Listener* listener) {
   auto log = common::logger("server");
-  const net::Connection::Services services{volumes_, admission_, config_.handshake_timeout};
+  const net::Connection::Services services{volumes_, *admission_, config_.handshake_timeout};
   for (;;) {
     Worker& worker = next_worker();
     auto [ec, socket] = co_await listener->acceptor().async_accept(worker.context(), net::use_nothrow);

@@ -21,7 +21,10 @@
 #include "server/config.h"
 #include "server/control/api_handler.h"
 #include "server/control/control_server.h"
-#include "server/nbd/admission.h"
+#include "server/catalog_generation_store.h"
+#include "server/lease/lease_manager.h"
+#include "server/lease/steady_clock.h"
+#include "server/lease_admission.h"
 #include "server/net/listener.h"
 #include "server/storage/volume_registry.h"
 #include "server/volume_service.h"
@@ -42,7 +45,9 @@ class Server {
  private:
   void open_volumes();
   void open_catalog();
+  void open_leases();
   void open_control_api();
+  boost::asio::awaitable<void> expire_leases();
   void start_workers();
   void open_listeners();
   boost::asio::awaitable<void> accept_loop(net::Listener* listener);
@@ -57,12 +62,15 @@ class Server {
   storage::VolumeRegistry volumes_;
   catalog::RealFileSystem file_system_;
   std::unique_ptr<catalog::Catalog> catalog_;
+  lease::SteadyClock clock_;
+  std::unique_ptr<CatalogGenerationStore> generations_;
+  std::unique_ptr<lease::LeaseManager> leases_;
+  std::unique_ptr<LeaseAdmission> admission_;
   std::unique_ptr<VolumeService> volume_service_;
   std::unique_ptr<control::ApiHandler> api_;
   std::unique_ptr<control::ControlServer> control_;
   std::atomic<bool> listening_{false};
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
-  nbd::AdmitEveryone admission_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<net::Listener>> listeners_;
   std::size_t next_worker_ = 0;

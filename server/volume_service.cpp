@@ -5,6 +5,8 @@
 
 #include "common/logging.h"
 #include "common/size.h"
+#include "server/catalog/volume_rules.h"
+#include "server/lease_proto.h"
 #include "server/storage/uring_file_backend.h"
 
 namespace blockd::server {
@@ -24,6 +26,14 @@ bool read_only(const v1::Volume& volume) {
 
 }  // namespace
 
+lease::AllowedModes allowed_modes(const v1::Volume& volume) {
+  const auto& modes = volume.access_modes();
+  const bool rwo = std::find(modes.begin(), modes.end(), v1::READ_WRITE_ONCE) != modes.end();
+  const bool rox = std::find(modes.begin(), modes.end(), v1::READ_ONLY_MANY) != modes.end();
+  // An empty list is ReadWriteOnce (the catalog's default).
+  return modes.empty() ? lease::AllowedModes{true, false} : lease::AllowedModes{rwo, rox};
+}
+
 VolumeService::VolumeService(catalog::Catalog& catalog, storage::VolumeRegistry& registry,
                              bool unsafe_ack_without_sync)
     : catalog_(catalog), registry_(registry), unsafe_ack_without_sync_(unsafe_ack_without_sync) {}
@@ -38,7 +48,7 @@ void VolumeService::export_volume(const v1::Volume& volume) {
     throw std::runtime_error(volume.backing_path() + " is " + std::to_string(backend->size()) +
                              " bytes but the catalog says " + std::to_string(volume.size_bytes()));
   storage::Volume::Options volume_options{volume.name(), volume.description(), read_only(volume),
-                                          unsafe_ack_without_sync_};
+                                          allowed_modes(volume), unsafe_ack_without_sync_};
   auto exported = std::make_shared<storage::Volume>(std::move(volume_options), std::move(backend));
   common::logger("server")->info("volume name={} size={} ({} bytes) backend=\"{}\" class={} read_only={}",
                                  exported->name(), common::format_size(exported->size()), exported->size(),
@@ -89,6 +99,13 @@ void VolumeService::refuse_command_line_volume(const std::string& name, const ch
                        "through the API; " + what + " it by changing blockd's command line");
 }
 
+void VolumeService::refuse_leased(const std::string& name, const char* what) const {
+  if (!leases_) return;
+  if (auto reason = leases_->busy_reason(name))
+    throw CatalogError(ErrorCode::kFailedPrecondition, std::string("cannot ") + what + " volume " + quote(name) +
+                                                           ": " + *reason);
+}
+
 v1::Volume VolumeService::create(const v1::CreateVolumeRequest& request) {
   std::lock_guard lock(changes_);
   if (command_line_.count(request.name()))
@@ -110,6 +127,10 @@ v1::Volume VolumeService::create(const v1::CreateVolumeRequest& request) {
 v1::Volume VolumeService::resize(const v1::ResizeVolumeRequest& request) {
   std::lock_guard lock(changes_);
   refuse_command_line_volume(request.name(), "resize");
+  if (catalog_.find_volume(request.name())) {
+    (void)catalog::parse_volume_size(request.size());  // a bad size is the first thing to say
+    refuse_leased(request.name(), "resize");
+  }
   auto live = registry_.find(request.name());
   if (live && live->poisoned())
     throw CatalogError(ErrorCode::kFailedPrecondition,
@@ -132,9 +153,10 @@ void VolumeService::remove(const std::string& name) {
   refuse_command_line_volume(name, "delete");
   if (!catalog_.find_volume(name))
     throw CatalogError(ErrorCode::kNotFound, "volume " + quote(name) + " does not exist");
-  // Out of the registry first: no new session can open it while the check runs.
+  // Out of the registry first: no new session can open it while the checks run.
   auto live = registry_.remove(name);
   try {
+    refuse_leased(name, "delete");
     catalog_.delete_volume(name, [&](const v1::Volume&) {
       const int connections = live ? live->connections() : 0;
       if (connections > 0)
@@ -147,6 +169,7 @@ void VolumeService::remove(const std::string& name) {
     if (live) registry_.add(std::move(live));
     throw;
   }
+  if (leases_) leases_->forget(name);
 }
 
 v1::Volume VolumeService::with_status(v1::Volume volume) const {
@@ -154,6 +177,7 @@ v1::Volume VolumeService::with_status(v1::Volume volume) const {
     volume.mutable_status()->set_connections(static_cast<std::uint32_t>(std::max(0, live->connections())));
     volume.mutable_status()->set_poisoned(live->poisoned());
   }
+  if (leases_) *volume.mutable_status()->mutable_lease() = to_proto(leases_->show(volume.name()));
   return volume;
 }
 

@@ -7,7 +7,13 @@
 // - resize (grow only): the catalog grows the file, then the live Volume is told; new
 //   sessions see the new size, sessions already open keep the size they negotiated.
 // - delete: the volume leaves the registry first (no new session can find it), then is
-//   refused, and put back, if any client is connected; otherwise the catalog deletes it.
+//   refused, and put back, if it is leased or any client is connected; otherwise the
+//   catalog deletes it and the lease manager forgets it.
+// - resize and delete are refused while the volume is leased (DESIGN.md §4), with the
+//   holder's name and how to release or break the lease.
+//
+// Lock order: the lease manager is never called from inside a catalog callback (the
+// manager calls the catalog with its own lock held).
 //
 // Volumes named with --volume are served but are not the catalog's: they cannot be
 // resized or deleted through the API, and the catalog cannot create a volume of the
@@ -26,9 +32,14 @@
 
 #include "common/proto/blockd.pb.h"
 #include "server/catalog/catalog.h"
+#include "server/lease/lease_manager.h"
+#include "server/lease/lease_mode.h"
 #include "server/storage/volume_registry.h"
 
 namespace blockd::server {
+
+// The lease manager's view of a volume's access modes.
+lease::AllowedModes allowed_modes(const v1::Volume& volume);
 
 class VolumeService {
  public:
@@ -37,6 +48,9 @@ class VolumeService {
   // Start-up: exports every volume of the catalog. A volume whose file cannot be opened
   // is logged and left out (the others are served); returns how many were exported.
   std::size_t export_catalog_volumes();
+  // Start-up: the lease manager, consulted before a delete or a resize (a leased volume
+  // is refused) and shown in every volume's status. Borrowed; may stay null in tests.
+  void set_leases(lease::LeaseManager* leases) { leases_ = leases; }
   // Start-up: remembers the volumes exported from the command line.
   void add_command_line_volume(const std::string& name) { command_line_.insert(name); }
 
@@ -59,10 +73,13 @@ class VolumeService {
   v1::Volume register_device(const v1::CreateVolumeRequest& request);
   v1::Volume with_status(v1::Volume volume) const;
   void refuse_command_line_volume(const std::string& name, const char* what) const;
+  // Throws kFailedPrecondition, naming the holder, while the volume is leased.
+  void refuse_leased(const std::string& name, const char* what) const;
 
   catalog::Catalog& catalog_;
   storage::VolumeRegistry& registry_;
   const bool unsafe_ack_without_sync_;
+  lease::LeaseManager* leases_ = nullptr;
   std::set<std::string> command_line_;
   std::mutex changes_;
 };

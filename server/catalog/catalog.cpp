@@ -388,6 +388,29 @@ void Catalog::delete_volume(const std::string& name, const std::function<void(co
   common::logger("catalog")->info("volume deleted name={} path={}", name, volume.backing_path());
 }
 
+// ------------------------------------------------------------------------ leases
+
+void Catalog::record_generation(const std::string& name, std::uint64_t generation, const std::string& writer) {
+  std::lock_guard lock(mutex_);
+  require_writable_locked();
+  const int index = index_of_locked(name);
+  if (index < 0) throw CatalogError(ErrorCode::kNotFound, "volume " + quote(name) + " does not exist");
+  if (generation < state_.volumes(index).generation())
+    throw CatalogError(ErrorCode::kInternal, "volume " + quote(name) + " is at generation " +
+                                                 std::to_string(state_.volumes(index).generation()) +
+                                                 "; a generation never goes back (asked for " +
+                                                 std::to_string(generation) + ")");
+  v1::Catalog next = state_;
+  next.mutable_volumes(index)->set_generation(generation);
+  next.mutable_volumes(index)->set_last_writer(writer);
+  try {
+    save_locked(next);
+  } catch (const std::system_error& e) {
+    throw io_error("cannot record generation " + std::to_string(generation) + " of volume " + quote(name), e);
+  }
+  state_ = std::move(next);
+}
+
 // ------------------------------------------------------------------------ queries
 
 std::optional<v1::Volume> Catalog::find_volume(const std::string& name) const {

@@ -78,6 +78,11 @@ class Catalog {
   // block device is only forgotten, never touched.
   void delete_volume(const std::string& name, const std::function<void(const v1::Volume&)>& check = {});
 
+  // The lease manager's GenerationStore: records, with one atomic save, that the
+  // volume's generation is now `generation`, granted to `writer` ("" for none). Throws
+  // CatalogError (kNotFound, kUnavailable, kInternal). Never lowers a generation.
+  void record_generation(const std::string& name, std::uint64_t generation, const std::string& writer);
+
   std::optional<v1::Volume> find_volume(const std::string& name) const;
   // Sorted by name.
   std::vector<v1::Volume> list_volumes(const VolumeFilter& filter = {}) const;

@@ -49,6 +49,7 @@ bool parse_param(std::string_view export_name, std::string_view param, Seen& see
       return fail(error, export_name, "invalid mode " + quoted(value) + " (rw or ro)");
     }
     seen.mode = true;
+    out.mode_given = true;
     return true;
   }
   return fail(error, export_name, "unknown key " + quoted(key));

@@ -34,6 +34,15 @@ struct ExportRequest {
   std::string volume;
   std::optional<std::string> holder;  // nullopt: not given, use default_holder(peer)
   LeaseMode mode = LeaseMode::kReadWrite;
+  // Whether the name said mode=...; without it, a volume that allows only ReadOnlyMany
+  // is opened read-only rather than refused (mode_for()).
+  bool mode_given = false;
+
+  // The mode to ask the lease manager for on a volume with this policy.
+  LeaseMode mode_for(AllowedModes allowed) const {
+    if (!mode_given && !allowed.read_write_once && allowed.read_only_many) return LeaseMode::kReadOnly;
+    return mode;
+  }
 
   // Parses an export name. On failure returns nullopt and sets `error` to a message that
   // names the problem and quotes kExportNameGrammar.

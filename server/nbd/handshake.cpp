@@ -128,14 +128,28 @@ asio::awaitable<Handshake::Next> Handshake::handle_option(std::uint32_t option,
                             "option " + std::to_string(option) + " is not supported");
 }
 
-std::shared_ptr<storage::Volume> Handshake::find_volume(const std::string& name) const {
-  return volumes_.find(name);
+ExportTarget Handshake::resolve(const std::string& export_name) const {
+  ExportTarget target;
+  std::string error;
+  auto request = lease::ExportRequest::parse(export_name, error);
+  if (!request) {
+    target.error = error;
+    target.error_reply = wire::kRepErrInvalid;
+    return target;
+  }
+  target.request = std::move(*request);
+  target.volume = volumes_.find(target.request.volume);
+  if (!target.volume) {
+    target.error = "no volume named " + quoted(target.request.volume);
+    target.error_reply = wire::kRepErrUnknown;
+  }
+  return target;
 }
 
-SessionTerms Handshake::terms_for(const storage::Volume& volume, bool block_size_negotiated) const {
+SessionTerms Handshake::terms_for(const storage::Volume& volume, bool block_size_negotiated, bool read_only) const {
   SessionTerms terms;
   terms.size = volume.size();
-  terms.read_only = volume.read_only();
+  terms.read_only = read_only;
   terms.structured_replies = structured_replies_;
   terms.transmission_flags = transmission_flags(terms.read_only, structured_replies_);
   terms.base_allocation = structured_replies_ && meta_context_volume_ == volume.name();
@@ -147,20 +161,22 @@ SessionTerms Handshake::terms_for(const storage::Volume& volume, bool block_size
 asio::awaitable<Handshake::Next> Handshake::handle_export_name(std::vector<std::byte> data) {
   if (data.size() > wire::kMaxStringLength) co_return close("export name longer than 4096 bytes");
   const std::string name(reinterpret_cast<const char*>(data.data()), data.size());
-  auto volume = find_volume(name);
-  if (!volume) co_return close("EXPORT_NAME for unknown volume " + quoted(name));
+  ExportTarget target = resolve(name);
+  if (!target.volume) co_return close("EXPORT_NAME: " + target.error);
+  auto volume = std::move(target.volume);
   client_.export_name = name;
-  if (auto refusal = admission_.admit(*volume, client_, !volume->read_only()))
-    co_return close("refused by policy: " + *refusal);
+  // The client cannot be told why (EXPORT_NAME has no error reply): the log says it.
+  Admission admission = admission_.admit(*volume, target.request, client_);
+  if (admission.refusal) co_return close("refused by policy: " + *admission.refusal);
 
-  const SessionTerms terms = terms_for(*volume, false);
+  const SessionTerms terms = terms_for(*volume, false, admission.read_only);
   ByteWriter out;
   out.u64(terms.size);
   out.u16(terms.transmission_flags);
   if (!no_zeroes_) out.buffer().resize(out.buffer().size() + 124);  // reserved zeroes
   auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out.buffer()), net::use_nothrow);
   if (ec) co_return close("client left before transmission");
-  negotiated_ = Negotiated{std::move(volume), terms, name};
+  negotiated_ = Negotiated{std::move(volume), terms, name, std::move(admission.ticket)};
   co_return Next::kTransmit;
 }
 
@@ -207,14 +223,20 @@ asio::awaitable<Handshake::Next> Handshake::handle_info_or_go(std::uint32_t opti
     }
   }
 
-  auto volume = find_volume(*name);
-  if (!volume)
-    co_return co_await refuse(option, wire::kRepErrUnknown, "no volume named " + quoted(*name));
+  ExportTarget target = resolve(*name);
+  if (!target.volume) co_return co_await refuse(option, target.error_reply, target.error);
+  auto volume = std::move(target.volume);
   client_.export_name = *name;
-  if (auto refusal = admission_.admit(*volume, client_, !volume->read_only()))
-    co_return co_await refuse(option, wire::kRepErrPolicy, *refusal);
+  // INFO answers as GO would, without taking a lease (DESIGN.md §2: identical answers).
+  Admission admission;
+  if (option == static_cast<std::uint32_t>(Option::kGo)) {
+    admission = admission_.admit(*volume, target.request, client_);
+  } else {
+    admission.refusal = admission_.probe(*volume, target.request, client_, admission.read_only);
+  }
+  if (admission.refusal) co_return co_await refuse(option, wire::kRepErrPolicy, *admission.refusal);
 
-  const SessionTerms terms = terms_for(*volume, want_block_size);
+  const SessionTerms terms = terms_for(*volume, want_block_size, admission.read_only);
   std::vector<ByteWriter> infos(1);
   infos[0].u16(wire::kInfoExport);
   infos[0].u64(terms.size);
@@ -239,7 +261,7 @@ asio::awaitable<Handshake::Next> Handshake::handle_info_or_go(std::uint32_t opti
   }
   if (!co_await reply(option, wire::kRepAck)) co_return close("client left during INFO/GO");
   if (option == static_cast<std::uint32_t>(Option::kInfo)) co_return Next::kContinue;
-  negotiated_ = Negotiated{std::move(volume), terms, *name};
+  negotiated_ = Negotiated{std::move(volume), terms, *name, std::move(admission.ticket)};
   co_return Next::kTransmit;
 }
 
@@ -283,9 +305,9 @@ asio::awaitable<Handshake::Next> Handshake::handle_meta_context(std::uint32_t op
   }
   if (in.remaining() != 0)
     co_return co_await refuse(option, wire::kRepErrInvalid, "trailing bytes after the queries");
-  auto volume = find_volume(*name);
-  if (!volume)
-    co_return co_await refuse(option, wire::kRepErrUnknown, "no volume named " + quoted(*name));
+  ExportTarget target = resolve(*name);
+  if (!target.volume) co_return co_await refuse(option, target.error_reply, target.error);
+  auto volume = std::move(target.volume);
 
   if (matched) {
     ByteWriter out;

@@ -34,6 +34,16 @@ struct Negotiated {
   std::shared_ptr<storage::Volume> volume;
   SessionTerms terms;
   std::string export_name;
+  // The session's lease (null without a lease policy); the session owns it.
+  std::unique_ptr<lease::SessionTicket> ticket;
+};
+
+// An export name resolved: the volume it names and what else it asks for.
+struct ExportTarget {
+  std::shared_ptr<storage::Volume> volume;  // null: see `error`
+  lease::ExportRequest request;
+  std::string error;  // why there is no volume: a bad name, or none of that name
+  std::uint32_t error_reply = 0;  // NBD_REP_ERR_INVALID (grammar) or NBD_REP_ERR_UNKNOWN
 };
 
 class Handshake {
@@ -66,9 +76,10 @@ class Handshake {
   asio::awaitable<Next> refuse(std::uint32_t option, std::uint32_t error, const std::string& message);
   Next close(std::string why);
 
-  // Volume lookup plus admission, shared by INFO/GO and EXPORT_NAME.
-  std::shared_ptr<storage::Volume> find_volume(const std::string& name) const;
-  SessionTerms terms_for(const storage::Volume& volume, bool block_size_negotiated) const;
+  // The export-name grammar (server/lease/README.md) and the volume lookup, shared by
+  // INFO/GO, EXPORT_NAME and the meta-context options.
+  ExportTarget resolve(const std::string& export_name) const;
+  SessionTerms terms_for(const storage::Volume& volume, bool block_size_negotiated, bool read_only) const;
 
   net::Socket& socket_;
   const storage::VolumeRegistry& volumes_;

@@ -2,6 +2,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <cstring>
 
 #include "common/logging.h"
@@ -25,6 +26,7 @@ Session::Session(net::Socket& socket, Negotiated negotiated, io::Ring& ring,
                  io::BufferPool& buffers, std::string peer)
     : socket_(socket),
       volume_(std::move(negotiated.volume)),
+      ticket_(std::move(negotiated.ticket)),
       terms_(negotiated.terms),
       ring_(ring),
       buffers_(buffers),
@@ -35,6 +37,7 @@ Session::Session(net::Socket& socket, Negotiated negotiated, io::Ring& ring,
       linger_(socket.get_executor()) {}
 
 asio::awaitable<std::string> Session::serve(std::shared_ptr<Session> self) {
+  self->watch_fence();
   asio::co_spawn(self->socket_.get_executor(), write_replies(self), asio::detached);
   std::string reason = co_await self->read_requests();
   self->reading_ = false;
@@ -47,6 +50,31 @@ asio::awaitable<std::string> Session::serve(std::shared_ptr<Session> self) {
 
 asio::awaitable<void> Session::write_replies(std::shared_ptr<Session> self) {
   co_await self->replies_.run();
+}
+
+void Session::watch_fence() {
+  if (!ticket_) return;
+  // Runs on the thread that broke the lease, with no lock held: only post to this
+  // session's worker. The weak pointer: the session may be gone by then.
+  ticket_->on_fenced([weak = weak_from_this(), executor = socket_.get_executor()] {
+    asio::post(executor, [weak] {
+      if (auto self = weak.lock()) self->fence();
+    });
+  });
+}
+
+void Session::fence() {
+  if (fenced_) return;
+  fenced_ = true;
+  common::logger("nbd")->warn("lease broken: closing session peer={} volume={} holder={} generation={} in_flight={}",
+                              peer_, volume_->name(), ticket_ ? ticket_->holder() : "",
+                              ticket_ ? ticket_->generation() : 0, in_flight_);
+  // The reader sees operation_aborted and stops; serve() then waits for every request
+  // already started (the submitted writes among them) before it returns.
+  if (reading_) {
+    boost::system::error_code ignored;
+    socket_.cancel(ignored);
+  }
 }
 
 void Session::begin_drain() {
@@ -73,9 +101,11 @@ asio::awaitable<std::string> Session::read_requests() {
   for (;;) {
     while (in_flight_ >= kMaxInFlight || in_flight_bytes_ >= kMaxInFlightBytes)
       co_await request_finished_.wait();
+    if (fenced_) co_return "lease broken";
     const auto ec = co_await requests_.read_exact(header.data(), header.size());
     if (ec == asio::error::eof) co_return "client disconnected";
-    if (ec == asio::error::operation_aborted) co_return draining_ ? "server shutdown" : "closed";
+    if (ec == asio::error::operation_aborted)
+      co_return fenced_ ? "lease broken" : draining_ ? "server shutdown" : "closed";
     if (ec) co_return "read error: " + ec.message();
     const auto request = wire::decode_request(header);
     if (!request) co_return "protocol violation: bad request magic";
@@ -140,6 +170,15 @@ asio::awaitable<void> Session::run_request(std::shared_ptr<Session> self, Reques
 }
 
 asio::awaitable<void> Session::execute(const RequestHeader& request, io::Buffer payload) {
+  // Fencing (DESIGN.md §4; server/lease/README.md "Break"): checked in the same run of
+  // the event loop as the submission below, with no co_await in between, so a request
+  // that passes was submitted before the fence handler (posted to this worker) runs,
+  // and the break waits for it; every later one gets an error, never success.
+  if (fenced()) {
+    ++stats_.errors;
+    reply_error(request, Error::kPerm, "the lease on this volume was broken");
+    co_return;
+  }
   const bool fua = (request.flags & wire::kCmdFlagFua) != 0;
   const std::uint64_t offset = request.offset;
   const std::uint64_t length = request.length;

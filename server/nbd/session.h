@@ -60,6 +60,15 @@ class Session : public std::enable_shared_from_this<Session> {
   // connection closes once idle (after a short linger for a soft disconnect).
   void begin_drain();
 
+  // The lease was broken (preempt-and-abort, DESIGN.md §4): stop reading requests,
+  // answer every request not yet submitted with EPERM, wait for the ones already
+  // submitted to the disk, then close. Runs on the session's worker (the ticket's
+  // on_fenced handler posts it here).
+  void fence();
+  // Drops the lease ticket once the session is over (after serve()): that is what tells
+  // the lease manager the session has closed, so a break can finish.
+  void release_ticket() { ticket_.reset(); }
+
   const SessionStats& stats() const { return stats_; }
   const storage::Volume& volume() const { return *volume_; }
 
@@ -81,8 +90,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void reply_failure(const RequestHeader& request, int err, const char* operation);
   std::size_t cost(const RequestHeader& request) const;
 
+  // True once the lease is broken; checked before every submission.
+  bool fenced() const { return fenced_ || (ticket_ && ticket_->fenced()); }
+  void watch_fence();
+
   net::Socket& socket_;
   std::shared_ptr<storage::Volume> volume_;
+  std::unique_ptr<lease::SessionTicket> ticket_;
+  bool fenced_ = false;
   SessionTerms terms_;
   io::Ring& ring_;
   io::BufferPool& buffers_;

@@ -74,6 +74,7 @@ asio::awaitable<void> Connection::run() {
   if (worker_.draining()) session_->begin_drain();
   const std::string reason = co_await nbd::Session::serve(session_);
   volume.connection_closed();
+  session_->release_ticket();
   const auto& stats = session_->stats();
   log->info("connection closed peer={} volume={} requests={} bytes_read={} bytes_written={} "
             "errors={} reason=\"{}\"",

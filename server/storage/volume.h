@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "server/lease/lease_mode.h"
 #include "server/storage/backend.h"
 
 namespace blockd::server::storage {
@@ -26,6 +27,8 @@ class Volume {
     std::string name;
     std::string description;
     bool read_only = false;
+    // The access policy leases enforce (DESIGN.md §4): which modes a client may ask for.
+    lease::AllowedModes allowed{true, false};
     // TEST ONLY (--unsafe-ack-without-sync): FUA and FLUSH are acknowledged without
     // reaching stable storage. Exists so the power-cut test can prove it has teeth.
     bool unsafe_ack_without_sync = false;
@@ -37,6 +40,7 @@ class Volume {
   const std::string& description() const { return options_.description; }
   std::uint64_t size() const { return backend_->size(); }
   bool read_only() const { return options_.read_only; }
+  lease::AllowedModes allowed_modes() const { return options_.allowed; }
   bool poisoned() const { return poisoned_.load(std::memory_order_acquire); }
   std::string describe() const { return backend_->describe(); }
 
