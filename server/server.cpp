@@ -96,7 +96,8 @@ void Server::open_control_api() {
   node.workers = static_cast<unsigned>(workers_.size());
   node.started = started_;
   node.listening = [this] { return listening_.load(); };
-  api_ = std::make_unique<control::ApiHandler>(*volume_service_, std::move(node));
+  lease_service_ = std::make_unique<LeaseService>(*leases_, volumes_);
+  api_ = std::make_unique<control::ApiHandler>(*volume_service_, *lease_service_, std::move(node));
   control_ = std::make_unique<control::ControlServer>(config_.control_socket, config_.control_listen, *api_);
 }
 

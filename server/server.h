@@ -25,6 +25,7 @@
 #include "server/lease/lease_manager.h"
 #include "server/lease/steady_clock.h"
 #include "server/lease_admission.h"
+#include "server/lease_service.h"
 #include "server/net/listener.h"
 #include "server/storage/volume_registry.h"
 #include "server/volume_service.h"
@@ -67,6 +68,7 @@ class Server {
   std::unique_ptr<lease::LeaseManager> leases_;
   std::unique_ptr<LeaseAdmission> admission_;
   std::unique_ptr<VolumeService> volume_service_;
+  std::unique_ptr<LeaseService> lease_service_;
   std::unique_ptr<control::ApiHandler> api_;
   std::unique_ptr<control::ControlServer> control_;
   std::atomic<bool> listening_{false};

@@ -149,7 +149,8 @@ void require_volume_name(const std::string& name) {
 
 }  // namespace
 
-ApiHandler::ApiHandler(VolumeService& volumes, NodeState node) : volumes_(volumes), node_(std::move(node)) {}
+ApiHandler::ApiHandler(VolumeService& volumes, LeaseService& leases, NodeState node)
+    : volumes_(volumes), leases_(leases), node_(std::move(node)) {}
 
 Response ApiHandler::error(unsigned version, http::status status, const std::string& code,
                            const std::string& message) {
@@ -226,9 +227,22 @@ Response ApiHandler::route(const Request& request) {
   }
   if (path == "/v1/volumes" || path == "/v1/volumes/") return volumes_collection(request, query);
 
+  if (path == "/v1/leases") {
+    get_only();
+    v1::ListLeasesResponse body;
+    for (auto& lease : leases_.list()) *body.add_leases() = std::move(lease);
+    return json_response(request, http::status::ok, body);
+  }
+
   constexpr std::string_view kVolumes = "/v1/volumes/";
   if (path.rfind(kVolumes, 0) == 0) {
     std::string rest = path.substr(kVolumes.size());
+    // NAME/lease or NAME/lease/OPERATION
+    if (const auto slash = rest.find('/'); slash != std::string::npos && rest.compare(slash, 6, "/lease") == 0 &&
+                                           (rest.size() == slash + 6 || rest[slash + 6] == '/')) {
+      const std::string operation = rest.size() == slash + 6 ? "" : rest.substr(slash + 7);
+      if (operation.find('/') == std::string::npos) return volume_lease(request, rest.substr(0, slash), operation);
+    }
     constexpr std::string_view kResize = "/resize";
     if (rest.size() > kResize.size() && rest.compare(rest.size() - kResize.size(), kResize.size(), kResize) == 0) {
       rest.resize(rest.size() - kResize.size());
@@ -240,6 +254,7 @@ Response ApiHandler::route(const Request& request) {
   throw HttpError{http::status::not_found, "not_found",
                   "no such route: " + path +
                       "; the API has /v1/volumes, /v1/volumes/NAME, /v1/volumes/NAME/resize, "
+                      "/v1/volumes/NAME/lease[/acquire|/renew|/release|/break], /v1/leases, "
                       "/v1/storage-classes, /v1/status, /healthz and /readyz"};
 }
 
@@ -283,6 +298,37 @@ Response ApiHandler::volume_resize(const Request& request, const std::string& na
                         "'; omit \"name\" from the body"};
   resize.set_name(name);
   return json_response(request, http::status::ok, volumes_.resize(resize));
+}
+
+Response ApiHandler::volume_lease(const Request& request, const std::string& name, const std::string& operation) {
+  require_volume_name(name);
+  if (operation.empty()) {
+    if (request.method() != http::verb::get) method_not_allowed(request, "GET");
+    return json_response(request, http::status::ok, leases_.show(name));
+  }
+  if (operation != "acquire" && operation != "renew" && operation != "release" && operation != "break")
+    throw HttpError{http::status::not_found, "not_found",
+                    "no lease operation '" + operation + "'; use acquire, renew, release or break"};
+  if (request.method() != http::verb::post) method_not_allowed(request, "POST");
+  if (operation == "acquire") {
+    v1::AcquireLeaseRequest body;
+    parse_body(request, body);
+    return json_response(request, http::status::ok, leases_.acquire(name, body));
+  }
+  if (operation == "renew") {
+    v1::RenewLeaseRequest body;
+    parse_body(request, body);
+    return json_response(request, http::status::ok, leases_.renew(name, body));
+  }
+  if (operation == "release") {
+    v1::ReleaseLeaseRequest body;
+    parse_body(request, body);
+    return json_response(request, http::status::ok, leases_.release(name, body));
+  }
+  // A break may have no body at all (nobody gets the lease afterwards).
+  v1::BreakLeaseRequest body;
+  if (!request.body().empty()) parse_body(request, body);
+  return json_response(request, http::status::ok, leases_.break_lease(name, body));
 }
 
 Response ApiHandler::status(const Request& request) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/proto/blockd.pb.h"
+#include "server/lease_service.h"
 #include "server/volume_service.h"
 
 namespace blockd::server::control {
@@ -38,7 +39,7 @@ struct NodeState {
 
 class ApiHandler {
  public:
-  ApiHandler(VolumeService& volumes, NodeState node);
+  ApiHandler(VolumeService& volumes, LeaseService& leases, NodeState node);
 
   Response handle(const Request& request);
 
@@ -51,10 +52,13 @@ class ApiHandler {
   Response volumes_collection(const Request& request, const std::string& query);
   Response volume_item(const Request& request, const std::string& name);
   Response volume_resize(const Request& request, const std::string& name);
+  // /v1/volumes/NAME/lease and /v1/volumes/NAME/lease/{acquire,renew,release,break}.
+  Response volume_lease(const Request& request, const std::string& name, const std::string& operation);
   Response status(const Request& request);
   Response ready(const Request& request);
 
   VolumeService& volumes_;
+  LeaseService& leases_;
   NodeState node_;
 };
 
