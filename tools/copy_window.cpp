@@ -55,4 +55,12 @@ void CopyWindow::drain() {
   while (!tracked_.empty()) reap_one();
 }
 
+void CopyWindow::abandon() noexcept {
+  try {
+    drain();
+  } catch (...) {
+    tracked_.clear();  // the session is gone; NbdClient closes it hard
+  }
+}
+
 }  // namespace blockd::tools

@@ -38,6 +38,11 @@ class CopyWindow {
   // Waits for one reply and runs its callback.
   void reap_one();
   void drain();
+  // After a local failure: waits for every outstanding reply, callbacks and all, and
+  // swallows further errors, so that the session can still end with a soft disconnect
+  // (nbd-proto.md "Terminating the transmission phase": the client SHOULD wait until
+  // there are no inflight requests). Gives up quietly if the connection itself failed.
+  void abandon() noexcept;
   std::size_t in_flight() const { return tracked_.size(); }
 
  private:

@@ -65,6 +65,22 @@ void ImageExporter::copy() {
     }
     progress.update(written);
   };
+  try {
+    receive_all(queue, emit_ready);
+  } catch (...) {
+    // The callbacks point into `queue`: they must all have run before it goes.
+    window_.abandon();
+    throw;
+  }
+  for (Chunk& c : queue)
+    if (c.slot) window_.release(*c.slot);
+  progress.finish();
+  if (!first_error_.empty()) throw std::runtime_error(first_error_);
+}
+
+template <typename EmitReady>
+void ImageExporter::receive_all(std::deque<Chunk>& queue, EmitReady& emit_ready) {
+  const std::size_t chunks = fingerprints_.size();
   for (std::size_t i = 0; i < chunks && first_error_.empty(); ++i) {
     const std::uint64_t offset = chunk_offset(i);
     const std::size_t length = chunk_length(i);
@@ -97,10 +113,6 @@ void ImageExporter::copy() {
     if (first_error_.empty()) emit_ready();
   }
   if (first_error_.empty()) emit_ready();
-  for (Chunk& c : queue)
-    if (c.slot) window_.release(*c.slot);
-  progress.finish();
-  if (!first_error_.empty()) throw std::runtime_error(first_error_);
 }
 
 void ImageExporter::emit(Chunk& chunk) {

@@ -46,6 +46,8 @@ class ImageExporter {
   };
 
   void copy();
+  template <typename EmitReady>
+  void receive_all(std::deque<Chunk>& queue, EmitReady& emit_ready);
   void emit(Chunk& chunk);
   void write_out(std::uint64_t offset, std::span<const std::byte> data);
   void verify();

@@ -39,7 +39,12 @@ CopyStats ImageImporter::run() {
     throw std::runtime_error("the export of volume \"" + options_.volume_name + "\" is read-only");
   inspect_source();
   target_zero_ = AllocationMap::query(nbd_);
-  copy();
+  try {
+    copy();
+  } catch (...) {
+    window_.abandon();  // let the session end with a soft disconnect
+    throw;
+  }
   if (nbd_.info().has(common::nbd::kFlagSendFlush)) nbd_.flush();
   stats_.source_bytes = source_size_;
   if (options_.verify) verify();
@@ -221,6 +226,21 @@ void ImageImporter::verify() {
   Progress progress("verifying " + options_.volume_name, volume_size_, options_.progress);
   std::optional<std::size_t> bad_chunk;
   std::vector<std::byte> bad_copy;
+  try {
+    compare_all(after, progress, bad_chunk, bad_copy);
+  } catch (...) {
+    window_.abandon();  // the callbacks refer to this frame
+    throw;
+  }
+  progress.update(volume_size_);
+  progress.finish();
+  throw_if_failed();
+  if (bad_chunk) throw std::runtime_error(locate_difference(*bad_chunk, bad_copy));
+  stats_.verified = true;
+}
+
+void ImageImporter::compare_all(const AllocationMap& after, Progress& progress, std::optional<std::size_t>& bad_chunk,
+                                std::vector<std::byte>& bad_copy) {
   const std::size_t chunks = fingerprints_.size();
   for (std::size_t i = 0; i < chunks && !bad_chunk; ++i) {
     const std::uint64_t offset = static_cast<std::uint64_t>(i) * chunk_;
@@ -243,11 +263,6 @@ void ImageImporter::verify() {
     if (!first_error_.empty()) break;
   }
   window_.drain();
-  progress.update(volume_size_);
-  progress.finish();
-  throw_if_failed();
-  if (bad_chunk) throw std::runtime_error(locate_difference(*bad_chunk, bad_copy));
-  stats_.verified = true;
 }
 
 std::string ImageImporter::locate_difference(std::size_t chunk, std::span<const std::byte> on_volume) {

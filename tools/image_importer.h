@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +58,8 @@ class ImageImporter {
   void send_zeroes(std::uint64_t offset, std::uint64_t length);
   void check_not_larger_than_volume();
   void verify();
+  void compare_all(const AllocationMap& after, Progress& progress, std::optional<std::size_t>& bad_chunk,
+                   std::vector<std::byte>& bad_copy);
   std::string locate_difference(std::size_t chunk, std::span<const std::byte> on_volume);
   void fail_on_error(const client::Completion& c, const char* what, std::uint64_t offset);
   void throw_if_failed();

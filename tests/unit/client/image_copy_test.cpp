@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <random>
 
 #include "client/nbd_client.h"
@@ -236,6 +237,34 @@ TEST(ImageExport, PipeGetsEveryByteInOrder) {
   server.join();
   EXPECT_FALSE(stats.verified);  // a pipe cannot be read back
   EXPECT_TRUE(received == server.data());
+}
+
+TEST(ImageExport, AReaderThatGoesAwayEndsWithASoftDisconnect) {
+  // "The client ... SHOULD wait until there are no inflight requests" before NBD_CMD_DISC:
+  // a local failure (EPIPE on stdout) must not drop requests on the floor.
+  std::signal(SIGPIPE, SIG_IGN);
+  FakeNbdServer::Config config;
+  config.size = 8 * MiB;
+  FakeNbdServer server(config);
+  const auto a = random_bytes(config.size, 9);
+  std::copy(a.begin(), a.end(), server.data().begin());
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  ::close(p[0]);
+  {
+    client::NbdClient c = open(server);
+    try {
+      ImageExporter(c, p[1], {"stdout", "disk", true, Progress::Mode::kQuiet}).run();
+      FAIL() << "no error";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("writing stdout at byte 0: Broken pipe"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(c.in_flight(), 0u);
+  }
+  ::close(p[1]);
+  server.join();
+  ASSERT_FALSE(server.seen.empty());
+  EXPECT_EQ(server.seen.back().type, static_cast<std::uint16_t>(nbd::Command::kDisc));
 }
 
 }  // namespace
