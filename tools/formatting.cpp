@@ -17,6 +17,21 @@ std::string age_since(const google::protobuf::Timestamp& t, std::int64_t now) {
   return format_age(now - t.seconds());
 }
 
+// "write by node-a (rw, 2 connections), generation 3"; "free".
+std::string format_lease(const v1::Lease& lease) {
+  if (lease.state().empty()) return "-";
+  std::string text = lease.state();
+  std::string holders;
+  for (const v1::LeaseHolder& h : lease.holders()) {
+    if (!holders.empty()) holders += ", ";
+    holders += h.holder() + " (" + h.mode() + ", " + std::to_string(h.connections()) + " connection" +
+               (h.connections() == 1 ? "" : "s") + ")";
+  }
+  if (!holders.empty()) text += " by " + holders;
+  if (!lease.break_to().empty()) text += ", to " + lease.break_to() + " when fenced sessions end";
+  return text + ", generation " + std::to_string(lease.generation());
+}
+
 std::string size_with_bytes(std::uint64_t bytes) {
   return common::format_size(bytes) + " (" + std::to_string(bytes) + " bytes)";
 }
@@ -105,6 +120,7 @@ std::string render_volume_details(const v1::Volume& v, std::int64_t now_seconds)
   row("Backing path", dash_if_empty(v.backing_path()));
   row("Generation", std::to_string(v.generation()));
   row("Connections", std::to_string(v.status().connections()));
+  if (v.status().has_lease()) row("Lease", format_lease(v.status().lease()));
   row("Poisoned", v.status().poisoned() ? "YES: a sync failed; writes fail until blockd restarts" : "no");
   // The header row of a two-column listing is empty: drop it.
   std::string text = table.render();

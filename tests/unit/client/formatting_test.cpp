@@ -73,6 +73,18 @@ TEST(Formatting, VolumeDetails) {
   EXPECT_NE(text.find("Created:        1970-01-01T00:16:40Z (60s ago)\n"), std::string::npos) << text;
   EXPECT_NE(text.find("Labels:         app=pg,tier=db\n"), std::string::npos) << text;
   EXPECT_NE(text.find("Poisoned:       no\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("Lease:"), std::string::npos) << text;  // an older server sends none
+  v1::Volume leased = sample_volume();
+  auto* lease = leased.mutable_status()->mutable_lease();
+  lease->set_state("write");
+  lease->set_generation(3);
+  auto* holder = lease->add_holders();
+  holder->set_holder("node-a");
+  holder->set_mode("rw");
+  holder->set_connections(2);
+  const std::string with_lease = render_volume_details(leased, 1060);
+  EXPECT_NE(with_lease.find("Lease:          write by node-a (rw, 2 connections), generation 3\n"), std::string::npos)
+      << with_lease;
 }
 
 TEST(Formatting, ClassesAndStatus) {
