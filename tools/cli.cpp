@@ -135,7 +135,15 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   } catch (const CLI::ParseError& e) {
-    std::cerr << "blockctl: " << e.what() << "\nRun '" << command_path(app) << " --help' for usage.\n";
+    // "volume frobnicate" fails as "a subcommand is required"; naming the word that was
+    // not understood is more use.
+    const auto extra = app.remaining(true);
+    if (!extra.empty() && dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+      std::cerr << "blockctl: unknown command \"" << extra.front() << "\"";
+    } else {
+      std::cerr << "blockctl: " << e.what();
+    }
+    std::cerr << "\nRun '" << command_path(app) << " --help' for usage.\n";
     return kExitUsage;
   } catch (const UsageError& e) {
     std::cerr << "blockctl: " << e.what() << "\n";
