@@ -250,4 +250,10 @@ v1::ListStorageClassesResponse ControlClient::list_storage_classes() {
   return parse_answer<v1::ListStorageClassesResponse>(get("/v1/storage-classes"));
 }
 
+v1::Lease ControlClient::release_lease(const std::string& name, const std::string& holder) {
+  v1::ReleaseLeaseRequest request;
+  request.set_holder(holder);
+  return parse_answer<v1::Lease>(post("/v1/volumes/" + url_encode(name) + "/lease/release", to_json(request, false)));
+}
+
 }  // namespace blockd::client

@@ -48,6 +48,8 @@ class ControlClient {
   v1::Volume resize_volume(const std::string& name, const std::string& size);
   void delete_volume(const std::string& name);
   v1::ListStorageClassesResponse list_storage_classes();
+  // POST /v1/volumes/NAME/lease/release for `holder` (DESIGN.md §4).
+  v1::Lease release_lease(const std::string& name, const std::string& holder);
 
  private:
   HttpResponse request(unsigned method, std::string_view target, std::string_view body);

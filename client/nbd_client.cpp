@@ -1,8 +1,10 @@
 #include "client/nbd_client.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <stdexcept>
 
@@ -17,6 +19,23 @@ namespace nbd = common::nbd;
 namespace {
 
 constexpr auto cmd(nbd::Command c) { return static_cast<std::uint16_t>(c); }
+
+// After NBD_CMD_DISC "the server MUST ... close the TCP connection": waiting for that
+// (briefly) means that when disconnect() returns the server has ended the session, so
+// what follows (releasing a lease, deleting the volume) does not race with it.
+void wait_for_close(int fd) {
+  constexpr int kWaitMs = 5000;
+  std::array<std::byte, 512> sink{};
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, kWaitMs);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) return;
+    const ssize_t n = ::recv(fd, sink.data(), sink.size(), MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // closed (or failed): either way the session is over
+  }
+}
 
 // A structured chunk whose payload is larger than this cannot be valid for any request
 // NbdClient sends (reads are at most max_payload; block status at most 2^20 extents,
@@ -282,6 +301,7 @@ void NbdClient::disconnect() {
     common::UniqueFd fd = std::move(fd_);
     write_all(fd.get(), header, "sending NBD_CMD_DISC");
     ::shutdown(fd.get(), SHUT_WR);
+    wait_for_close(fd.get());
     return;
   }
   fd_.reset();

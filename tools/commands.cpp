@@ -14,6 +14,7 @@
 #include "common/size.h"
 #include "common/unique_fd.h"
 #include "tools/arguments.h"
+#include "tools/copy_session.h"
 #include "tools/formatting.h"
 #include "tools/image_exporter.h"
 #include "tools/image_importer.h"
@@ -42,21 +43,6 @@ std::string checked_size(const std::string& text) {
   const std::uint64_t bytes = parse_volume_size(text, &note);
   if (!note.empty()) std::cerr << "blockctl: " << note << "\n";
   return std::to_string(bytes);
-}
-
-client::NbdClient open_export(const GlobalOptions& g, const CopyOptions& o, bool for_writing) {
-  client::NbdAddress address = o.nbd ? nbd_target_from_uri(*o.nbd, o.name) : [&] {
-    client::ControlClient api = connect(g);
-    api.get_volume(o.name);  // "volume not found" from the API reads better than NBD's
-    return nbd_target_from_status(api.status(), o.name);
-  }();
-  client::NegotiateOptions options;
-  options.structured_replies = true;
-  options.base_allocation = true;
-  client::NbdClient nbd = client::NbdClient::open(address, options);
-  if (for_writing && nbd.info().read_only())
-    throw std::runtime_error("volume " + quoted(o.name) + " is exported read-only at " + address.to_uri());
-  return nbd;
 }
 
 std::string summary(const CopyStats& s) {
@@ -144,14 +130,14 @@ void volume_import(const GlobalOptions& g, const CopyOptions& o) {
   } else if (::isatty(STDIN_FILENO)) {
     throw UsageError("refusing to read a disk image from a terminal: give FILE, or pipe the image in");
   }
-  client::NbdClient nbd = open_export(g, o, true);
+  CopySession session(g, o, true);
   ImageImporter::Options options;
   options.source_name = o.path == "-" ? "stdin" : o.path;
   options.volume_name = o.name;
   options.verify = o.verify;
   options.progress = Progress::detect(stderr, g.quiet);
-  const CopyStats stats = ImageImporter(nbd, fd, options).run();
-  nbd.disconnect();
+  const CopyStats stats = ImageImporter(session.nbd(), fd, options).run();
+  session.end();
   if (!g.quiet) {
     std::cerr << "imported " << options.source_name << " (" << common::format_size(stats.source_bytes) << ") into volume "
               << quoted(o.name) << ": " << summary(stats) << "; "
@@ -163,7 +149,7 @@ void volume_export(const GlobalOptions& g, const CopyOptions& o) {
   check_volume_name(o.name);
   if (o.path == "-" && ::isatty(STDOUT_FILENO))
     throw UsageError("refusing to write a disk image to a terminal: give FILE, or redirect the output");
-  client::NbdClient nbd = open_export(g, o, false);
+  CopySession session(g, o, false);
   common::UniqueFd owned;
   int fd = STDOUT_FILENO;
   if (o.path != "-") {
@@ -178,9 +164,9 @@ void volume_export(const GlobalOptions& g, const CopyOptions& o) {
   options.volume_name = o.name;
   options.verify = o.verify;
   options.progress = Progress::detect(stderr, g.quiet);
-  ImageExporter exporter(nbd, fd, options);
+  ImageExporter exporter(session.nbd(), fd, options);
   const CopyStats stats = exporter.run();
-  nbd.disconnect();
+  session.end();
   if (!g.quiet) {
     std::string verdict = stats.verified ? "verified"
                           : !exporter.output_is_file() ? "not verified (the output is not a file that can be read back)"

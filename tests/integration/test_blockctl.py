@@ -194,6 +194,9 @@ def check_images(c, ctl, b, work):
     c.ok("progress" not in r.err and "\r" not in r.err, "no terminal progress bar when stderr is not a tty", r.err)
     c.ok(allocated(backing) < 8 * MiB, "the import left the image's holes as holes in the volume's file",
          allocated(backing))
+    lease = ctl.json("volume", "show", "img")["status"].get("lease")
+    if lease is not None:  # a blockd with leases: the copy must not leave one behind
+        c.eq(lease.get("state"), "free", "after the import blockctl's lease is released")
     settle()  # blockctl used the Unix socket; qemu-img comes over TCP
     r = fx.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", qcow2, b.uri("img")], check=False)
     c.eq(r.returncode, 0, "qemu-img compare: the qcow2 and the volume have the same content")
@@ -281,6 +284,10 @@ def check_bad_inputs(c, ctl, b):
         expect(c, r, 1, ["(failed_precondition)", "disk"], "delete while an NBD client is connected")
         # The reason is the connection, or (with leases) the lease that connection holds.
         c.ok("connected" in r.err or "leased" in r.err, "the refusal says why", r.err)
+        if ctl.json("volume", "show", "disk")["status"].get("lease") is not None:
+            r = ctl("volume", "import", "disk", "/dev/null")
+            expect(c, r, 1, ["NBD_REP_ERR_POLICY", "held for writing"],
+                   "import while another writer holds the volume is refused with the server's reason")
         c.eq(snapshot(ctl, b.state_dir), before, "no rejected command changed the catalog or the files")
         c.ok(h.pread(512, 64 * MiB - 512) == b"end!" * 128, "the connected client still reads its data")
     finally:

@@ -248,6 +248,10 @@ TEST(NbdClient, OutOfOrderReplies) {
       const auto& b = w.buffer();
       if (::write(server_fd.get(), b.data(), b.size()) != static_cast<ssize_t>(b.size())) return;
     }
+    // Read the DISC, then close: the client waits for the close.
+    std::array<std::byte, 28> disc{};
+    (void)!::read(server_fd.get(), disc.data(), disc.size());
+    server_fd.reset();
   });
   ExportInfo info;
   info.size = 1 << 20;
