@@ -45,10 +45,11 @@ std::string checked_size(const std::string& text) {
   return std::to_string(bytes);
 }
 
-std::string summary(const CopyStats& s) {
+// `skipped` says what happened to the zero ranges that were not copied as data.
+std::string summary(const CopyStats& s, const char* skipped) {
   std::string text = common::format_size(s.data_bytes) + " of data";
   if (s.zeroed_bytes > 0) text += ", " + common::format_size(s.zeroed_bytes) + " zeroed";
-  if (s.skipped_bytes > 0) text += ", " + common::format_size(s.skipped_bytes) + " left sparse";
+  if (s.skipped_bytes > 0) text += ", " + common::format_size(s.skipped_bytes) + " " + skipped;
   return text;
 }
 
@@ -140,7 +141,7 @@ void volume_import(const GlobalOptions& g, const CopyOptions& o) {
   session.end();
   if (!g.quiet) {
     std::cerr << "imported " << options.source_name << " (" << common::format_size(stats.source_bytes) << ") into volume "
-              << quoted(o.name) << ": " << summary(stats) << "; "
+              << quoted(o.name) << ": " << summary(stats, "already zero, not sent") << "; "
               << (stats.verified ? "verified" : "not verified (--no-verify)") << "\n";
   }
 }
@@ -172,7 +173,9 @@ void volume_export(const GlobalOptions& g, const CopyOptions& o) {
                           : !exporter.output_is_file() ? "not verified (the output is not a file that can be read back)"
                                                         : "not verified (--no-verify)";
     std::cerr << "exported volume " << quoted(o.name) << " (" << common::format_size(stats.source_bytes) << ") to "
-              << options.output_name << ": " << summary(stats) << "; " << verdict << "\n";
+              << options.output_name << ": "
+              << summary(stats, exporter.output_is_file() ? "left as holes" : "of zeroes not read") << "; " << verdict
+              << "\n";
   }
 }
 

@@ -15,6 +15,18 @@
 
 namespace blockd::tools {
 
+namespace {
+
+// True when the file has no data in [offset, offset + length) (SEEK_DATA), so it reads
+// as zeroes without reading it.
+bool is_hole(int fd, std::uint64_t offset, std::size_t length) {
+  const off_t data = ::lseek(fd, static_cast<off_t>(offset), SEEK_DATA);
+  if (data < 0) return errno == ENXIO;  // no data after offset; other errors: read it
+  return static_cast<std::uint64_t>(data) >= offset + length;
+}
+
+}  // namespace
+
 ImageExporter::ImageExporter(client::NbdClient& nbd, int output_fd, Options options)
     : nbd_(nbd),
       fd_(output_fd),
@@ -176,6 +188,7 @@ void ImageExporter::verify() {
     const std::uint64_t offset = chunk_offset(i);
     const std::size_t length = chunk_length(i);
     progress.update(offset);
+    if (zero_chunk_[i] && is_hole(in.get(), offset, length)) continue;  // reads as zeroes
     auto view = std::span(buffer).first(length);
     std::size_t done = 0;
     while (done < length) {
