@@ -21,6 +21,7 @@ Environment: BLOCKCTL_BIN (default build/tools/blockctl), BLOCKD_BIN (see blockd
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -345,8 +346,16 @@ def body(c):
     fx.require_tools("nbdinfo", "nbdsh", "qemu-img", "qemu-io", "qemu-nbd", "bash")
     if not os.access(blockctl_bin(), os.X_OK):
         raise fx.TestFailure(f"blockctl not found at {blockctl_bin()} (build it, or set BLOCKCTL_BIN)")
-    tmp = fx.temp_dir("blockctl-test-")  # kept referenced: it is removed when collected
-    work = tmp.name
+    tmp = fx.temp_dir("blockctl-test-")
+    try:
+        run_all(c, tmp.name)
+    finally:
+        for b in fx._started:  # the images are large: stop blockd and remove them now
+            b.kill()
+        shutil.rmtree(tmp.name, ignore_errors=True)
+
+
+def run_all(c, work):
     state = os.path.join(work, "state")
     os.mkdir(state)
     b = fx.Blockd(state_dir=state, extra=blockd_extra()).start()
