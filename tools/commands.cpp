@@ -10,7 +10,6 @@
 #include <iostream>
 
 #include "client/control_client.h"
-#include "client/nbd_client.h"
 #include "common/size.h"
 #include "common/unique_fd.h"
 #include "tools/arguments.h"
@@ -18,7 +17,6 @@
 #include "tools/formatting.h"
 #include "tools/image_exporter.h"
 #include "tools/image_importer.h"
-#include "tools/nbd_target.h"
 #include "tools/usage_error.h"
 
 namespace blockd::tools {
