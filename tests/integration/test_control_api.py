@@ -306,6 +306,19 @@ def check_block_device(c, api, b):
         subprocess.run(["losetup", "-d", device], timeout=30)
 
 
+def check_tcp(c):
+    """--control-listen: the same API on a TCP address, off unless asked for."""
+    with fx.Blockd(extra=["--control-listen", "127.0.0.1:0"] + GRACE) as b:
+        import re
+        m = re.search(r"control API listening address=127\.0\.0\.1:(\d+)", b.log)
+        c.require(m, "the control API logs its TCP address", b.log[-500:])
+        r = subprocess.run(["curl", "-sS", "--max-time", "10", f"http://127.0.0.1:{m.group(1)}/v1/status"],
+                           capture_output=True, text=True, timeout=30)
+        c.ok(r.returncode == 0 and '"nbdListen"' in r.stdout, "the API answers on TCP", r.stdout + r.stderr)
+    with fx.Blockd(extra=GRACE) as b:
+        c.ok("control API listening address=127" not in b.log, "without --control-listen there is no TCP API")
+
+
 def body(c):
     fx.require_tools("curl", "nbdinfo", "fio")
     # A short lease grace: a client that disconnects stops holding its volume quickly,
@@ -369,6 +382,7 @@ def body(c):
     b2.stop()
 
     check_classes(c)
+    check_tcp(c)
 
 
 if __name__ == "__main__":
