@@ -76,12 +76,13 @@ void Session::fence() {
   common::logger("nbd")->warn("lease broken: closing session peer={} volume={} holder={} generation={} in_flight={}",
                               peer_, volume_->name(), ticket_ ? ticket_->holder() : "",
                               ticket_ ? ticket_->generation() : 0, in_flight_);
-  // The reader sees operation_aborted and stops; serve() then waits for every request
-  // already started (the submitted writes among them) before it returns.
-  if (reading_) {
-    boost::system::error_code ignored;
-    socket_.cancel(ignored);
-  }
+  // Shut down, not only cancelled: the reader stops at once, and no reply can block on
+  // a client that has stopped reading (a SIGSTOPped holder) — later sends fail at once.
+  // serve() still waits for every request already started (the submitted writes among
+  // them) before it returns and the ticket is released.
+  boost::system::error_code ignored;
+  socket_.shutdown(asio::socket_base::shutdown_both, ignored);
+  socket_.cancel(ignored);
 }
 
 void Session::begin_drain() {
@@ -110,9 +111,9 @@ asio::awaitable<std::string> Session::read_requests() {
       co_await request_finished_.wait();
     if (fenced_) co_return "lease broken";
     const auto ec = co_await requests_.read_exact(header.data(), header.size());
+    if (ec && fenced_) co_return "lease broken";
     if (ec == asio::error::eof) co_return "client disconnected";
-    if (ec == asio::error::operation_aborted)
-      co_return fenced_ ? "lease broken" : draining_ ? "server shutdown" : "closed";
+    if (ec == asio::error::operation_aborted) co_return draining_ ? "server shutdown" : "closed";
     if (ec) co_return "read error: " + ec.message();
     const auto request = wire::decode_request(header);
     if (!request) co_return "protocol violation: bad request magic";
