@@ -280,6 +280,7 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
     return fail("--control-socket is " + std::to_string(config.control_socket.size()) +
                 " bytes long; a Unix socket path must be at most 107");
   common::parse_log_level(log_level, config.log_level);
+  config.log_level_on_command_line = app.count("--log-level") > 0;
   config.handshake_timeout = std::chrono::milliseconds(static_cast<long>(handshake_timeout * 1000));
   config.shutdown_timeout = std::chrono::milliseconds(static_cast<long>(shutdown_timeout * 1000));
   config.lease_grace = std::chrono::milliseconds(static_cast<long>(lease_grace * 1000));

@@ -47,6 +47,7 @@ struct ServerConfig {
   unsigned workers = 0;  // 0: one per core
   unsigned ring_entries = 256;
   spdlog::level::level_enum log_level = spdlog::level::info;
+  bool log_level_on_command_line = false;  // then a SIGHUP reload keeps it
   std::chrono::milliseconds handshake_timeout{30'000};
   std::chrono::milliseconds shutdown_timeout{10'000};
   unsigned max_connections = 1024;

@@ -1,8 +1,10 @@
 #include "server/server.h"
 
 #include <csignal>
+#include <cstdlib>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <stdexcept>
@@ -10,6 +12,7 @@
 
 #include "common/logging.h"
 #include "common/size.h"
+#include "server/config_file.h"
 #include "server/net/connection.h"
 #include "server/storage/memory_backend.h"
 #include "server/storage/uring_file_backend.h"
@@ -28,7 +31,11 @@ std::unique_ptr<storage::Backend> make_backend(const VolumeSpec& spec) {
 
 }  // namespace
 
-Server::Server(ServerConfig config) : config_(std::move(config)), signals_(context_, SIGINT, SIGTERM) {
+Server::Server(ServerConfig config)
+    : config_(std::move(config)),
+      signals_(context_, SIGINT, SIGTERM),
+      reload_signals_(context_, SIGHUP),
+      hook_signals_(context_) {
   open_volumes();
   open_catalog();
   open_leases();
@@ -89,6 +96,97 @@ asio::awaitable<void> Server::expire_leases() {
   }
 }
 
+std::string Server::status_line() const {
+  const auto volumes = volumes_.list();
+  return "serving " + std::to_string(volumes.size()) + " volume(s), " + std::to_string(live_connections()) +
+         " connection(s)";
+}
+
+asio::awaitable<void> Server::heartbeat() {
+  auto log = common::logger("server");
+  const auto watchdog = service_.watchdog_interval();
+  const auto interval = watchdog ? std::min<std::chrono::microseconds>(*watchdog, std::chrono::seconds(5))
+                                 : std::chrono::microseconds(std::chrono::seconds(5));
+  if (watchdog) log->info("watchdog enabled interval_ms={}", watchdog->count() / 1000);
+  for (auto& worker : workers_) worker->ping();
+  asio::steady_timer tick(context_);
+  while (!shutting_down_) {
+    tick.expires_after(interval);
+    co_await tick.async_wait(net::use_nothrow);
+    if (shutting_down_) break;
+    // WATCHDOG=1 only if every worker ran the ping posted one interval ago: a stuck
+    // worker stops the heartbeat and systemd restarts blockd (WatchdogSec).
+    bool all_turning = true;
+    for (auto& worker : workers_) {
+      if (worker->pings_answered() < worker->pings_sent()) {
+        all_turning = false;
+        log->error("worker {} has not run its event loop for {} ms: withholding the watchdog heartbeat",
+                   worker->index(), std::chrono::duration_cast<std::chrono::milliseconds>(interval).count());
+      }
+      worker->ping();
+    }
+    if (watchdog && all_turning) service_.watchdog();
+    service_.status(status_line());
+  }
+}
+
+void Server::wait_for_reload() {
+  reload_signals_.async_wait([this](boost::system::error_code ec, int) {
+    if (ec || shutting_down_) return;
+    reload();
+    wait_for_reload();
+  });
+}
+
+void Server::reload() {
+  auto log = common::logger("server");
+  if (config_.config_path.empty()) {
+    log->warn("SIGHUP: there is no config file to reload (started without --config and without {}); nothing "
+              "changed", kDefaultConfigPath);
+    return;
+  }
+  service_.reloading();
+  std::string error;
+  auto file = parse_config_file(config_.config_path, error);
+  if (!file) {
+    log->error("SIGHUP: reload refused, nothing changed: {}", error);
+    service_.reloaded(status_line());
+    return;
+  }
+  std::vector<storage::StorageClass> classes = file->storage_classes;
+  if (classes.empty()) classes.push_back(storage::fallback_storage_class(config_.state_dir));
+  try {
+    catalog_->replace_storage_classes(storage::StorageClassSet(std::move(classes)));
+  } catch (const std::exception& e) {
+    log->error("SIGHUP: reload refused, nothing changed: {}", e.what());
+    service_.reloaded(status_line());
+    return;
+  }
+  if (!config_.log_level_on_command_line && file->log_level) {
+    config_.log_level = *file->log_level;
+    common::set_log_level(config_.log_level);
+  }
+  if (file->state_dir != config_.state_dir || file->control_socket != config_.control_socket ||
+      (!file->listen.empty() && file->listen.size() != config_.listen.size()))
+    log->warn("SIGHUP: listen addresses, state_dir and control_socket take effect at the next restart");
+  log->info("SIGHUP: reloaded path={} classes={} log_level={}", config_.config_path,
+            catalog_->storage_classes().all().size(), spdlog::level::to_string_view(config_.log_level));
+  service_.reloaded(status_line());
+}
+
+void Server::wait_for_test_hooks() {
+  // TEST ONLY (BLOCKD_TEST_HOOKS=1): SIGUSR1 makes worker 0 hang, so the watchdog test
+  // can see the heartbeat stop. Never set in production.
+  const char* hooks = std::getenv("BLOCKD_TEST_HOOKS");
+  if (hooks == nullptr || std::string(hooks) != "1") return;
+  hook_signals_.add(SIGUSR1);
+  hook_signals_.async_wait([this](boost::system::error_code ec, int) {
+    if (ec || workers_.empty()) return;
+    common::logger("server")->warn("BLOCKD_TEST_HOOKS: SIGUSR1: hanging worker 0 for an hour");
+    asio::post(workers_.front()->context(), [] { std::this_thread::sleep_for(std::chrono::hours(1)); });
+  });
+}
+
 void Server::open_control_api() {
   control::NodeState node;
   for (const auto& listener : listeners_) node.nbd_listen.push_back(listener->address());
@@ -98,7 +196,11 @@ void Server::open_control_api() {
   node.listening = [this] { return listening_.load(); };
   lease_service_ = std::make_unique<LeaseService>(*leases_, volumes_);
   api_ = std::make_unique<control::ApiHandler>(*volume_service_, *lease_service_, std::move(node));
-  control_ = std::make_unique<control::ControlServer>(config_.control_socket, config_.control_listen, *api_);
+  int activated_control = -1;
+  for (const ActivatedSocket& socket : service_.activated())
+    if (socket.name == "control") activated_control = socket.fd;
+  control_ = std::make_unique<control::ControlServer>(config_.control_socket, config_.control_listen, *api_,
+                                                      activated_control);
 }
 
 void Server::open_volumes() {
@@ -138,6 +240,14 @@ void Server::start_workers() {
 }
 
 void Server::open_listeners() {
+  // Socket activation: systemd's sockets replace the configured addresses.
+  for (const ActivatedSocket& socket : service_.activated())
+    if (socket.name != "control") listeners_.push_back(std::make_unique<net::Listener>(context_, socket.fd));
+  if (!listeners_.empty()) {
+    common::logger("server")->info("socket-activated: serving the {} NBD socket(s) systemd passed; --listen and "
+                                   "the config's listen are not used", listeners_.size());
+    return;
+  }
   std::vector<ListenAddress> addresses = config_.listen;
   if (addresses.empty()) {
     ListenAddress any;
@@ -171,7 +281,11 @@ int Server::run() {
   listening_ = true;
   control_->start();
   asio::co_spawn(context_, expire_leases(), asio::detached);
+  asio::co_spawn(context_, heartbeat(), asio::detached);
+  wait_for_reload();
+  wait_for_test_hooks();
   log->info("blockd ready volumes={} listeners={}", volumes_.list().size(), listeners_.size());
+  service_.ready(status_line());
   context_.run();
   return exit_code_;
 }
@@ -246,6 +360,7 @@ asio::awaitable<void> Server::shutdown() {
   if (shutting_down_) co_return;
   shutting_down_ = true;
   listening_ = false;
+  service_.stopping();
   auto log = common::logger("server");
   // No volume changes while draining: the API goes first.
   control_->stop();

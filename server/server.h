@@ -2,7 +2,10 @@
 // its crash recovery), starts the workers, the NBD listeners and the control API,
 // accepts connections and spreads them over the workers, and shuts down gracefully
 // on SIGTERM/SIGINT: stop accepting, drain sessions (ESHUTDOWN for new requests,
-// in-flight ones finish), flush every volume, exit 0.
+// in-flight ones finish), flush every volume, exit 0. SIGHUP reloads the config file
+// (log level, storage classes) without touching a connection. Under systemd it reports
+// READY/STATUS/STOPPING, sends watchdog heartbeats only while every worker's loop turns,
+// and serves the sockets blockd.socket passes.
 //
 // Thread affinity: constructed and run on the main thread, whose io_context carries
 // the listeners and the signal handling.
@@ -28,6 +31,7 @@
 #include "server/lease_service.h"
 #include "server/net/listener.h"
 #include "server/storage/volume_registry.h"
+#include "server/service_manager.h"
 #include "server/volume_service.h"
 #include "server/worker.h"
 
@@ -49,6 +53,12 @@ class Server {
   void open_leases();
   void open_control_api();
   boost::asio::awaitable<void> expire_leases();
+  // Every interval: WATCHDOG=1 if every worker answered the last ping, and STATUS=.
+  boost::asio::awaitable<void> heartbeat();
+  std::string status_line() const;
+  void wait_for_reload();
+  void reload();
+  void wait_for_test_hooks();
   void start_workers();
   void open_listeners();
   boost::asio::awaitable<void> accept_loop(net::Listener* listener);
@@ -58,8 +68,11 @@ class Server {
   Worker& next_worker();
 
   ServerConfig config_;
+  ServiceManager service_;  // first: it takes the sockets systemd passed
   boost::asio::io_context context_{1};
   boost::asio::signal_set signals_;
+  boost::asio::signal_set reload_signals_;
+  boost::asio::signal_set hook_signals_;
   storage::VolumeRegistry volumes_;
   catalog::RealFileSystem file_system_;
   std::unique_ptr<catalog::Catalog> catalog_;

@@ -39,8 +39,8 @@ VolumeService::VolumeService(catalog::Catalog& catalog, storage::VolumeRegistry&
     : catalog_(catalog), registry_(registry), unsafe_ack_without_sync_(unsafe_ack_without_sync) {}
 
 void VolumeService::export_volume(const v1::Volume& volume) {
-  const storage::StorageClass* cls =
-      volume.block_device() ? nullptr : catalog_.storage_classes().find(volume.storage_class());
+  const storage::StorageClassSet classes = catalog_.storage_classes();
+  const storage::StorageClass* cls = volume.block_device() ? nullptr : classes.find(volume.storage_class());
   storage::UringFileBackend::Options options{volume.backing_path(), std::nullopt, read_only(volume),
                                              cls != nullptr && cls->io == storage::IoMode::kDirect};
   auto backend = storage::UringFileBackend::open(options);
@@ -213,7 +213,8 @@ std::vector<v1::Volume> VolumeService::exported() const {
 
 std::vector<v1::StorageClass> VolumeService::storage_classes() const {
   std::vector<v1::StorageClass> out;
-  for (const auto& cls : catalog_.storage_classes().all()) out.push_back(catalog::to_proto(cls));
+  const storage::StorageClassSet classes = catalog_.storage_classes();
+  for (const auto& cls : classes.all()) out.push_back(catalog::to_proto(cls));
   return out;
 }
 

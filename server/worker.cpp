@@ -36,6 +36,11 @@ void Worker::run(std::promise<void>& ready) {
   ring_.reset();  // on the thread that owns it
 }
 
+void Worker::ping() {
+  pings_sent_.fetch_add(1, std::memory_order_acq_rel);
+  boost::asio::post(context_, [this] { pings_answered_.fetch_add(1, std::memory_order_acq_rel); });
+}
+
 void Worker::stop() {
   if (!thread_.joinable()) return;
   work_.reset();

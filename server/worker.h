@@ -54,6 +54,12 @@ class Worker {
   void drain();
   void close_all();
 
+  // Any thread: the watchdog's proof that this worker's event loop turns. ping() posts a
+  // handler that counts; a stuck loop never runs it, so answered() stays behind sent().
+  void ping();
+  std::uint64_t pings_sent() const { return pings_sent_.load(std::memory_order_acquire); }
+  std::uint64_t pings_answered() const { return pings_answered_.load(std::memory_order_acquire); }
+
  private:
   void run(std::promise<void>& ready);
 
@@ -67,6 +73,8 @@ class Worker {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::unordered_map<net::Connection*, std::weak_ptr<net::Connection>> live_;
   std::atomic<std::size_t> connection_count_{0};
+  std::atomic<std::uint64_t> pings_sent_{0};
+  std::atomic<std::uint64_t> pings_answered_{0};
   bool draining_ = false;
   std::thread thread_;
 };

@@ -435,6 +435,21 @@ std::vector<v1::Volume> Catalog::list_volumes(const VolumeFilter& filter) const 
   return out;
 }
 
+storage::StorageClassSet Catalog::storage_classes() const {
+  std::lock_guard lock(mutex_);
+  return classes_;
+}
+
+void Catalog::replace_storage_classes(storage::StorageClassSet classes) {
+  std::lock_guard lock(mutex_);
+  for (const v1::Volume& v : state_.volumes())
+    if (!v.block_device() && classes.find(v.storage_class()) == nullptr)
+      common::logger("catalog")->warn("volume name={} is in storage class {}, which the new config does not declare; "
+                                      "it is served but cannot be resized until the class is back",
+                                      v.name(), v.storage_class());
+  classes_ = std::move(classes);
+}
+
 std::uint64_t Catalog::version() const {
   std::lock_guard lock(mutex_);
   return state_.version();

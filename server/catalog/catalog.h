@@ -86,7 +86,11 @@ class Catalog {
   std::optional<v1::Volume> find_volume(const std::string& name) const;
   // Sorted by name.
   std::vector<v1::Volume> list_volumes(const VolumeFilter& filter = {}) const;
-  const storage::StorageClassSet& storage_classes() const { return classes_; }
+  // A copy: SIGHUP may replace the classes while another thread reads them.
+  storage::StorageClassSet storage_classes() const;
+  // SIGHUP: the config file's classes now. Volumes keep their class by name; one whose
+  // class is gone is still served but cannot be resized (recovery reports it too).
+  void replace_storage_classes(storage::StorageClassSet classes);
   // The saved version of the catalog (incremented by every save).
   std::uint64_t version() const;
   // Why changes are refused, if they are.
@@ -110,7 +114,7 @@ class Catalog {
   void require_new_name_locked(const std::string& name) const;
 
   FileSystem& fs_;
-  const storage::StorageClassSet classes_;
+  storage::StorageClassSet classes_;  // guarded by mutex_
   CatalogStore store_;
 
   mutable std::mutex mutex_;

@@ -60,9 +60,13 @@ std::unique_ptr<net::Listener> unix_listener(asio::io_context& context, const st
 }  // namespace
 
 ControlServer::ControlServer(const std::string& socket_path, const std::optional<ListenAddress>& tcp,
-                             ApiHandler& handler)
+                             ApiHandler& handler, int activated_fd)
     : handler_(handler) {
-  listeners_.push_back(unix_listener(context_, socket_path));
+  if (activated_fd >= 0) {
+    listeners_.push_back(std::make_unique<net::Listener>(context_, activated_fd));
+  } else {
+    listeners_.push_back(unix_listener(context_, socket_path));
+  }
   if (tcp) listeners_.push_back(std::make_unique<net::Listener>(context_, *tcp));
 }
 

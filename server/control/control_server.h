@@ -33,7 +33,10 @@ class ControlServer {
   // Binds now (so a problem stops start-up with a message); serves after start().
   // Throws std::runtime_error naming the socket and the reason, e.g. another blockd
   // already answering on it.
-  ControlServer(const std::string& socket_path, const std::optional<ListenAddress>& tcp, ApiHandler& handler);
+  // `activated_fd` >= 0: the control socket systemd passed (FileDescriptorName=control),
+  // used instead of binding `socket_path`.
+  ControlServer(const std::string& socket_path, const std::optional<ListenAddress>& tcp, ApiHandler& handler,
+                int activated_fd = -1);
   ~ControlServer();
 
   void start();

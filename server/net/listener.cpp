@@ -1,5 +1,6 @@
 #include "server/net/listener.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,6 +47,22 @@ Listener::Listener(asio::io_context& context, const ListenAddress& address) : ac
   } else {
     bound_ = format_endpoint(acceptor_.local_endpoint());
   }
+}
+
+Listener::Listener(asio::io_context& context, int listening_fd) : acceptor_(context) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  int type = 0;
+  socklen_t type_length = sizeof type;
+  if (::getsockname(listening_fd, reinterpret_cast<sockaddr*>(&address), &length) != 0 ||
+      ::getsockopt(listening_fd, SOL_SOCKET, SO_TYPE, &type, &type_length) != 0 || type != SOCK_STREAM)
+    throw std::runtime_error("socket " + std::to_string(listening_fd) +
+                             " passed by systemd is not a stream socket; use ListenStream= in the socket unit");
+  boost::system::error_code ec;
+  acceptor_.assign(asio::generic::stream_protocol(address.ss_family, SOCK_STREAM), listening_fd, ec);
+  if (ec) throw std::runtime_error("cannot use socket " + std::to_string(listening_fd) + " passed by systemd: " + ec.message());
+  bound_ = format_endpoint(acceptor_.local_endpoint());
+  if (bound_.empty() || bound_ == "unix") bound_ = "unix:(socket-activated)";
 }
 
 Listener::~Listener() { close(); }

@@ -16,6 +16,9 @@ class Listener {
  public:
   // Throws std::runtime_error naming the address and the reason.
   Listener(asio::io_context& context, const ListenAddress& address);
+  // Adopts a socket that is already bound and listening (systemd socket activation).
+  // It is never unlinked at close: the socket unit owns it. Throws std::runtime_error.
+  Listener(asio::io_context& context, int listening_fd);
   ~Listener();
 
   Acceptor& acceptor() { return acceptor_; }

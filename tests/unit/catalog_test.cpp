@@ -376,7 +376,8 @@ TEST_F(CatalogTest, ListFiltersByClassAndLabels) {
 }
 
 TEST_F(CatalogTest, StorageClassesAsProto) {
-  const auto& all = catalog_->storage_classes().all();
+  const auto classes = catalog_->storage_classes();
+  const auto& all = classes.all();
   ASSERT_EQ(all.size(), 2U);
   const v1::StorageClass sparse = blockd::server::catalog::to_proto(all[0]);
   EXPECT_EQ(sparse.name(), "sparse");
