@@ -1,7 +1,10 @@
 #include "tools/arguments.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <limits>
 
 #include "common/names.h"
 #include "common/size.h"
@@ -92,6 +95,55 @@ std::vector<v1::AccessMode> parse_access_modes(const std::vector<std::string>& i
     }
   }
   return modes;
+}
+
+std::uint32_t parse_duration_seconds(const std::string& text) {
+  const auto bad = [&](const std::string& why) {
+    return UsageError("bad duration \"" + text + "\": " + why + "; write e.g. 30s, 5m, 1h, 1h30m or plain seconds (90)");
+  };
+  if (text.empty()) throw bad("it is empty");
+  std::uint64_t total = 0;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    if (!std::isdigit(static_cast<unsigned char>(text[i]))) throw bad("expected a number at \"" + text.substr(i) + "\"");
+    const std::size_t start = i;
+    std::uint64_t number = 0;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+      number = number * 10 + static_cast<std::uint64_t>(text[i] - '0');
+      if (number > std::numeric_limits<std::uint32_t>::max()) throw bad("too long (at most 4294967295 seconds)");
+      ++i;
+    }
+    std::uint64_t unit = 1;
+    if (i < text.size()) {
+      switch (text[i]) {
+        case 's': unit = 1; break;
+        case 'm': unit = 60; break;
+        case 'h': unit = 3600; break;
+        case 'd': unit = 86400; break;
+        default: throw bad("unknown unit \"" + text.substr(i, 1) + "\" (use s, m, h or d)");
+      }
+      ++i;
+    } else if (start != 0) {
+      throw bad("\"" + text.substr(start) + "\" has no unit");
+    }
+    total += number * unit;
+    if (total > std::numeric_limits<std::uint32_t>::max()) throw bad("too long (at most 4294967295 seconds)");
+  }
+  if (total == 0) throw bad("it must be positive");
+  return static_cast<std::uint32_t>(total);
+}
+
+void check_holder(const std::string& holder) {
+  const bool ok = !holder.empty() && holder.size() <= 253 && std::all_of(holder.begin(), holder.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':' || c == '-';
+  });
+  if (!ok) throw UsageError("bad holder \"" + holder + "\": use 1-253 characters of A-Z a-z 0-9 . _ : - (e.g. node-a)");
+}
+
+std::string host_name() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) return "";
+  return host;
 }
 
 }  // namespace blockd::tools

@@ -26,4 +26,15 @@ std::map<std::string, std::string> parse_labels(const std::vector<std::string>& 
 // "ReadWriteOnce,ReadOnlyMany" (also RWO/ROX, any case; repeated flags add up).
 std::vector<v1::AccessMode> parse_access_modes(const std::vector<std::string>& items);
 
+// A lease's --ttl: "30s", "5m", "1h", "2d", compounds such as "1h30m", or plain seconds
+// ("90"). Positive and at most 2^32-1 seconds (the API's uint32 ttlSeconds).
+std::uint32_t parse_duration_seconds(const std::string& text);
+
+// A lease holder: 1-253 characters of A-Z a-z 0-9 . _ : - (the server's rule,
+// server/lease/export_request.h), checked here so a typo is a usage error.
+void check_holder(const std::string& holder);
+
+// The default --holder of lease acquire/renew/release: this host's name.
+std::string host_name();
+
 }  // namespace blockd::tools

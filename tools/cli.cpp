@@ -7,6 +7,7 @@
 #include "client/control_error.h"
 #include "client/nbd_error.h"
 #include "tools/commands.h"
+#include "tools/lease_commands.h"
 #include "tools/usage_error.h"
 
 namespace blockd::tools {
@@ -94,6 +95,7 @@ void add_commands(CLI::App& app, Parsed& p) {
   app.add_subcommand("status", "Show blockd's status: version, listeners, volumes")->callback([&p] {
     show_status(p.global);
   });
+  add_lease_commands(app, p.global);
 }
 
 // "blockctl volume create" for hints: the deepest subcommand the user reached.

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/size.h"
+#include "tools/lease_formatting.h"
 #include "tools/table.h"
 
 namespace blockd::tools {
@@ -94,13 +95,15 @@ std::string format_labels(const google::protobuf::Map<std::string, std::string>&
 
 std::string render_volume_table(const v1::ListVolumesResponse& list, std::int64_t now_seconds) {
   using A = Table::Align;
-  Table table({"NAME", "SIZE", "CLASS", "ACCESS", "CONNECTIONS", "AGE", "LABELS"},
-              {A::kLeft, A::kRight, A::kLeft, A::kLeft, A::kRight, A::kRight, A::kLeft});
+  Table table({"NAME", "SIZE", "CLASS", "ACCESS", "CONNECTIONS", "HOLDER", "AGE", "LABELS"},
+              {A::kLeft, A::kRight, A::kLeft, A::kLeft, A::kRight, A::kLeft, A::kRight, A::kLeft});
   for (const v1::Volume& v : list.volumes()) {
     std::string connections = std::to_string(v.status().connections());
     if (v.status().poisoned()) connections += " (POISONED)";
     table.add_row({v.name(), common::format_size(v.size_bytes()), dash_if_empty(v.storage_class()),
-                   format_access_modes(v), connections, age_since(v.created_at(), now_seconds),
+                   format_access_modes(v), connections,
+                   v.status().has_lease() ? format_lease_holders(v.status().lease()) : "-",
+                   age_since(v.created_at(), now_seconds),
                    format_labels(v.labels())});
   }
   return table.render();

@@ -61,9 +61,9 @@ TEST(Formatting, VolumeTable) {
   small.mutable_status()->set_poisoned(true);
   *list.add_volumes() = small;
   EXPECT_EQ(render_volume_table(list, 1000 + 3 * 3600),
-            "NAME           SIZE   CLASS     ACCESS     CONNECTIONS   AGE   LABELS\n"
-            "db           10 GiB   fast      RWO,ROX              2    3h   app=pg,tier=db\n"
-            "scratch-1   1.5 GiB   default   -         0 (POISONED)     -   -\n");
+            "NAME           SIZE   CLASS     ACCESS     CONNECTIONS   HOLDER   AGE   LABELS\n"
+            "db           10 GiB   fast      RWO,ROX              2   -         3h   app=pg,tier=db\n"
+            "scratch-1   1.5 GiB   default   -         0 (POISONED)   -          -   -\n");
 }
 
 TEST(Formatting, VolumeDetails) {
