@@ -24,6 +24,9 @@ packages=(
   # apt-get download) for its nbd.ko; busybox-static is the guest's userland, ldd
   # (libc-bin) and strip (binutils) pack host binaries into the initramfs
   qemu-system-x86 busybox-static binutils libc-bin
+  # packaging tests (tests/integration/test_systemd_units.py): systemd-analyze verify and
+  # security, systemd-tmpfiles (systemd); the man pages are linted with mandoc -T lint
+  systemd mandoc
 )
 
 export DEBIAN_FRONTEND=noninteractive
