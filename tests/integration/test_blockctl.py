@@ -13,15 +13,23 @@
               or 2, a clear message, and neither the catalog nor the files change
   delete      frees the file; the export is gone from NBD
   help        --help on every command exits 0; bash completion parses and completes
+  leases      libnbd connects as holder node-a: lease list/show/volume list show it with 1 connection
+              and the generation; lease break --to node-b reports node-a fenced and generation +1;
+              node-a's next write fails; node-b reads what node-a had flushed; release, acquire
+              (re-admits the broken node-a) and renew with --ttl, checked against the API's
+              expiresAt; unknown volume, bad holder, bad --ttl, a holder that holds nothing
   peer        import/export with --nbd against qemu-nbd (another server's NBD, not blockd's):
               byte-identical round trip, qemu-nbd's file stays sparse
 
 Environment: BLOCKCTL_BIN (default build/tools/blockctl), BLOCKD_BIN (see blockd_fixture).
 """
+import calendar
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -295,10 +303,159 @@ def check_bad_inputs(c, ctl, b):
         h.shutdown()
 
 
+def lease_row(ctl, volume):
+    """The `lease list` table row(s) of `volume`, as dicts keyed by the header."""
+    r = ctl("lease", "list")
+    lines = r.out.splitlines()
+    if r.returncode != 0 or not lines:
+        return r, []
+    header = lines[0].split()
+    rows = []
+    for line in lines[1:]:
+        cells = line.split()
+        if cells and cells[0] == volume:
+            # EXPIRES may be two words ("in 4m59s"): everything after HELD.
+            row = dict(zip(header[:-1], cells[:len(header) - 1]))
+            row["EXPIRES"] = " ".join(cells[len(header) - 1:])
+            rows.append(row)
+    return r, rows
+
+
+def expires_in(lease, holder):
+    """Seconds until `holder`'s lease expires, from the API's expiresAt (None if unset)."""
+    for h in lease["holders"]:
+        if h["holder"] == holder and h.get("expiresAt"):
+            t = time.strptime(h["expiresAt"].split(".")[0].rstrip("Z"), "%Y-%m-%dT%H:%M:%S")
+            return calendar.timegm(t) - time.time()
+    return None
+
+
+def check_leases(c, ctl, b):
+    """blockctl lease ..., judged by libnbd clients and the API's JSON."""
+    r = ctl("volume", "create", "held", "--size", "16MiB")
+    c.require(r.returncode == 0, "create a volume for the lease scenario", r.err)
+    a = nbd.NBD()
+    a.set_export_name("held?holder=node-a")
+    a.connect_tcp("127.0.0.1", str(b.port))
+    a.pwrite(b"A" * 65536, 0)
+    a.flush()
+
+    lease = ctl.json("lease", "show", "held")
+    gen = int(lease["generation"])
+    c.ok(lease["state"] == "write" and [(h["holder"], h["mode"], h["connections"]) for h in lease["holders"]] ==
+         [("node-a", "rw", 1)] and "expiresAt" not in lease["holders"][0],
+         "-o json lease show is the API's Lease: node-a, rw, 1 connection, no expiry while connected", lease)
+    r, rows = lease_row(ctl, "held")
+    c.ok(r.returncode == 0 and r.out.split("\n")[0].split() ==
+         ["VOLUME", "STATE", "HOLDER", "MODE", "GENERATION", "CONNECTIONS", "HELD", "EXPIRES"],
+         "lease list prints a table with its header", r.out)
+    c.ok(len(rows) == 1 and rows[0]["STATE"] == "write" and rows[0]["HOLDER"] == "node-a" and
+         rows[0]["MODE"] == "rw" and rows[0]["GENERATION"] == str(gen) and rows[0]["CONNECTIONS"] == "1" and
+         rows[0]["EXPIRES"] == "connected", "lease list shows node-a with 1 connection and the generation", rows)
+    r = ctl("lease", "show", "held")
+    c.ok(r.returncode == 0 and "node-a" in r.out and f" {gen} " in r.out and "connected" in r.out,
+         "lease show prints the lease as a table", r.out)
+    r = ctl("volume", "list")
+    header = r.out.splitlines()[0] if r.out else ""
+    held = [ln for ln in r.out.splitlines() if ln.startswith("held ")]
+    at = header.find("HOLDER")  # a left-aligned column starts under its header ("16 MiB" is two words)
+    c.ok(at > 0 and held and held[0][at:].split()[0] == "node-a", "volume list has a HOLDER column naming node-a",
+         r.out)
+    c.ok("held" in ctl("-o", "name", "lease", "list").out.split(), "-o name lease list prints volume names")
+
+    r = ctl("lease", "break", "held", "--to", "node-b", "--ttl", "2m")
+    c.ok(r.returncode == 0 and f"generation {gen} \u2192 {gen + 1}" in r.out and '"node-a"' in r.out and
+         "1 connection closed" in r.out and 'held by "node-b"' in r.out,
+         "lease break --to node-b --ttl 2m exits 0 and says: generation +1, node-a fenced, 1 connection closed, "
+         "node-b holds it", r.out + r.err)
+    try:
+        a.pwrite(b"L" * 4096, 0)
+        late = "accepted"
+    except nbd.Error as e:
+        late = f"refused: {e}"
+    c.ok(late != "accepted", "node-a's next write after the break fails", late)
+    try:
+        a.shutdown()
+    except nbd.Error:
+        pass
+    lease = ctl.json("lease", "show", "held")
+    c.ok(int(lease["generation"]) == gen + 1 and [h["holder"] for h in lease["holders"]] == ["node-b"],
+         "after the break node-b holds the lease at generation + 1", lease)
+    nb = nbd.NBD()
+    nb.set_export_name("held?holder=node-b")
+    nb.connect_tcp("127.0.0.1", str(b.port))
+    c.ok(nb.pread(65536, 0) == b"A" * 65536, "node-b reads what node-a had flushed, not its late write")
+    nb.shutdown()
+    nagain = nbd.NBD()
+    nagain.set_export_name("held?holder=node-a")
+    try:
+        nagain.connect_tcp("127.0.0.1", str(b.port))
+        readmitted = True
+        nagain.shutdown()
+    except nbd.Error:
+        readmitted = False
+    c.ok(not readmitted, "node-a is refused after the break")
+
+    r = ctl("lease", "release", "held", "--holder", "node-b")
+    c.ok(r.returncode == 0 and "free" in r.out, "lease release frees the volume", r.out + r.err)
+    c.eq(ctl.json("lease", "show", "held")["state"], "free", "the API agrees the lease is free")
+    r = ctl("lease", "acquire", "held", "--holder", "node-a", "--ttl", "5m")
+    c.ok(r.returncode == 0 and "acquired" in r.out and '"node-a"' in r.out and
+         re.search(r"expires in (5m|4m5\ds) unless it connects", r.out),
+         "lease acquire --ttl 5m exits 0 and says when it expires", r.out + r.err)
+    left = expires_in(ctl.json("lease", "show", "held"), "node-a")
+    c.ok(left is not None and 280 < left <= 301, "--ttl 5m is sent: the API's expiresAt is 5 minutes away", left)
+    r, rows = lease_row(ctl, "held")
+    c.ok(len(rows) == 1 and rows[0]["HOLDER"] == "node-a" and rows[0]["CONNECTIONS"] == "0" and
+         re.fullmatch(r"in (5m|4m\d+s)", rows[0]["EXPIRES"]),
+         "lease list shows when a lease without connections expires", rows)
+    na = nbd.NBD()
+    na.set_export_name("held?holder=node-a")
+    na.connect_tcp("127.0.0.1", str(b.port))
+    c.ok(na.pread(4096, 0) == b"A" * 4096, "after lease acquire node-a is admitted again")
+    na.shutdown()
+    r = ctl("lease", "renew", "held", "--holder", "node-a", "--ttl", "1h")
+    c.ok(r.returncode == 0 and "renewed" in r.out, "lease renew --ttl 1h exits 0", r.out + r.err)
+    left = expires_in(ctl.json("lease", "show", "held"), "node-a")
+    c.ok(left is not None and 3500 < left <= 3601, "--ttl 1h is sent: the API's expiresAt is an hour away", left)
+    r = ctl("-o", "json", "lease", "renew", "held", "--holder", "node-a", "--ttl", "90")
+    left = expires_in(json.loads(r.out), "node-a") if r.returncode == 0 else None
+    c.ok(left is not None and 60 < left <= 91, "--ttl 90 is plain seconds; -o json prints the API's Lease", r.out)
+
+    expect(c, ctl("lease", "show", "nope"), 1, ["nope", "(not_found)"], "lease show of an unknown volume")
+    expect(c, ctl("lease", "acquire", "nope", "--holder", "node-a"), 1, ["nope", "(not_found)"],
+           "lease acquire of an unknown volume")
+    expect(c, ctl("lease", "break", "nope"), 1, ["nope", "(not_found)"], "lease break of an unknown volume")
+    expect(c, ctl("lease", "acquire", "held", "--holder", "a b"), 2, ["bad holder", "a b", "A-Z a-z 0-9"],
+           "bad holder")
+    expect(c, ctl("lease", "break", "held", "--to", "node%2Db"), 2, ["bad holder"], "bad --to holder")
+    expect(c, ctl("lease", "acquire", "held", "--holder", "node-a", "--ttl", "5x"), 2, ["bad duration", "5x"],
+           "bad --ttl")
+    expect(c, ctl("lease", "renew", "held", "--holder", "node-a", "--ttl", "0"), 2, ["bad duration", "positive"],
+           "zero --ttl")
+    expect(c, ctl("lease", "acquire", "held", "--holder", "node-a", "--mode", "rx"), 2, ["--mode"], "bad --mode")
+    expect(c, ctl("lease", "acquire", "held", "--holder", "node-c"), 1, ["held for writing", "node-a",
+                                                                       "(failed_precondition)"],
+           "acquire while another holder has it: the server's reason")
+    expect(c, ctl("lease", "renew", "held", "--holder", "node-z"), 1, ["(not_found)"],
+           "renew a lease one does not hold")
+    c.eq(ctl.json("lease", "show", "held")["holders"][0]["holder"], "node-a", "the refused commands changed nothing")
+    r = ctl("lease", "release", "held", "--holder", "node-a")
+    c.ok(r.returncode == 0 and ctl.json("lease", "show", "held")["state"] == "free", "release at the end", r.out)
+    r = ctl("lease", "acquire", "held")
+    host = socket.gethostname()
+    c.ok(r.returncode == 0 and ctl.json("lease", "show", "held")["holders"][0]["holder"] == host,
+         "--holder defaults to the host name", r.out + r.err)
+    r = ctl("lease", "release", "held")
+    c.ok(r.returncode == 0 and ctl.json("lease", "show", "held")["state"] == "free",
+         "release with the default holder", r.out + r.err)
+
+
 def check_help_and_completion(c, ctl):
     for cmd in ([], ["volume"], ["volume", "create"], ["volume", "list"], ["volume", "show"],
                 ["volume", "resize"], ["volume", "delete"], ["volume", "import"], ["volume", "export"],
-                ["class"], ["class", "list"], ["status"]):
+                ["class"], ["class", "list"], ["status"], ["lease"], ["lease", "list"], ["lease", "show"],
+                ["lease", "acquire"], ["lease", "renew"], ["lease", "release"], ["lease", "break"]):
         r = ctl(*cmd, "--help")
         c.ok(r.returncode == 0 and "Usage:" in r.out, f"blockctl {' '.join(cmd)} --help exits 0 with usage")
     completion = os.path.join(fx.REPO, "tools", "blockctl.bash-completion")
@@ -308,6 +465,21 @@ def check_help_and_completion(c, ctl):
                        env=dict(os.environ, BLOCKD_SERVER=ctl.server))
     c.ok(r.returncode == 0 and "disk" in r.stdout.split(), "bash completion offers volume names from the server",
          r.stdout + r.stderr)
+    r = ctl("lease", "acquire", "--help")
+    c.ok("host" in r.out and "--ttl" in r.out and "30s" in r.out, "lease acquire --help says --holder defaults to "
+         "the host name and how to write --ttl", r.out)
+    for words, cword, want in ((["lease", "''"], 2, {"list", "show", "acquire", "renew", "release", "break"}),
+                               (["lease", "break", "''"], 3, {"disk"}),
+                               (["lease", "acquire", "disk", "--mode", "''"], 5, {"rw", "ro"}),
+                               (["lease", "acquire", "disk", "--"], 4, {"--holder", "--mode", "--ttl"}),
+                               (["lease", "break", "disk", "--"], 4, {"--to", "--ttl"}),
+                               (["''"], 1, {"lease", "volume"})):
+        script = (f"source {completion}; COMP_WORDS=({blockctl_bin()} {' '.join(words)}); COMP_CWORD={cword}; "
+                  "_blockctl; echo \"${COMPREPLY[*]}\"")
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, BLOCKD_SERVER=ctl.server))
+        c.ok(r.returncode == 0 and want <= set(r.stdout.split()), f"bash completion of 'blockctl {' '.join(words)}' "
+             f"offers {sorted(want)}", r.stdout + r.stderr)
 
 
 def check_peer_server(c, work, raw):
@@ -365,6 +537,7 @@ def run_all(c, work):
     check_images(c, ctl2, b2, work)
     check_peer_server(c, work, os.path.join(work, "src.raw"))
     check_bad_inputs(c, ctl2, b2)
+    check_leases(c, ctl2, b2)
     check_help_and_completion(c, ctl2)
     settle()
     r = ctl2("volume", "delete", "disk")
