@@ -20,6 +20,8 @@ packages=(
   fuse3 e2fsprogs util-linux python3
   # the control API is driven with curl --unix-socket in the tests and the README
   curl
+  # promtool validates /metrics in the tests (the package's server is not started)
+  prometheus
   # kernel tests (tests/kernel): a TCG VM boots Debian's cloud kernel (fetched with
   # apt-get download) for its nbd.ko; busybox-static is the guest's userland, ldd
   # (libc-bin) and strip (binutils) pack host binaries into the initramfs

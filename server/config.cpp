@@ -174,6 +174,7 @@ void merge_file(const FileConfig& file, const Given& given, ServerConfig& config
   if (!given("--state-dir")) config.state_dir = file.state_dir;
   if (!given("--control-socket")) config.control_socket = file.control_socket;
   if (!given("--control-listen") && file.control_listen) config.control_listen = file.control_listen;
+  if (!given("--metrics-listen") && file.metrics_listen) config.metrics_listen = file.metrics_listen;
   if (!given("--workers") && file.workers) config.workers = *file.workers;
   if (!given("--log-level") && file.log_level) config.log_level = *file.log_level;
   if (!given("--handshake-timeout") && file.handshake_timeout) config.handshake_timeout = *file.handshake_timeout;
@@ -194,7 +195,7 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
   CLI::App app{"blockd: a network block device server (NBD protocol) for stateful workloads"};
   app.set_version_flag("--version", "blockd 0.1.0");
   std::vector<std::string> listen, volumes;
-  std::string log_level = "info", control_listen;
+  std::string log_level = "info", control_listen, metrics_listen;
   std::string config_path;
   double handshake_timeout = 30, shutdown_timeout = 10, lease_grace = 120;
   app.add_option("--config", config_path,
@@ -216,6 +217,9 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
   app.add_option("--control-listen", control_listen,
                  "Also serve the control API on this TCP address, IPv4:PORT or [IPv6]:PORT "
                  "(default: off; the API has no authentication)");
+  app.add_option("--metrics-listen", metrics_listen,
+                 "Serve /metrics (Prometheus), /healthz and /readyz on this TCP address too, "
+                 "IPv4:PORT or [IPv6]:PORT (default: off; /metrics is always on the control socket)");
   app.add_option("--workers", config.workers, "Worker threads, each with its own io_uring ring (default: one per core)")
       ->check(CLI::Range(0U, 256U));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
@@ -261,6 +265,13 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
     if (address->kind != ListenAddress::Kind::kTcp)
       return fail("--control-listen takes a TCP address; the Unix socket is --control-socket PATH");
     config.control_listen = *address;
+  }
+  if (!metrics_listen.empty()) {
+    std::string error;
+    auto address = parse_listen_address(metrics_listen, error);
+    if (!address) return fail("--metrics-listen " + error);
+    if (address->kind != ListenAddress::Kind::kTcp) return fail("--metrics-listen takes a TCP address");
+    config.metrics_listen = *address;
   }
   for (const auto& text : volumes) {
     std::string error;

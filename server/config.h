@@ -42,6 +42,7 @@ struct ServerConfig {
   std::string state_dir = "/var/lib/blockd";  // catalog.pb, and the fallback class's volumes
   std::string control_socket = "/run/blockd/control.sock";
   std::optional<ListenAddress> control_listen;  // TCP; off unless set
+  std::optional<ListenAddress> metrics_listen;  // TCP, /metrics /healthz /readyz only; off unless set
   // From the config file; empty: storage::fallback_storage_class(state_dir).
   std::vector<storage::StorageClass> storage_classes;
   unsigned workers = 0;  // 0: one per core

@@ -20,9 +20,9 @@ namespace blockd::server {
 namespace {
 
 constexpr std::size_t kMaxConfigBytes = 1 << 20;
-constexpr std::array<std::string_view, 10> kTopLevelKeys = {
-    "listen",      "state_dir",         "control_socket",   "control_listen",  "workers",
-    "log_level",   "handshake_timeout", "shutdown_timeout", "max_connections", "lease_grace"};
+constexpr std::array<std::string_view, 11> kTopLevelKeys = {
+    "listen",         "state_dir",         "control_socket",   "control_listen",  "metrics_listen", "workers",
+    "log_level",      "handshake_timeout", "shutdown_timeout", "max_connections", "lease_grace"};
 constexpr std::string_view kStorageClassKey = "storage_class";
 constexpr std::array<std::string_view, 5> kClassKeys = {"name", "directory", "allocation", "io", "default"};
 
@@ -49,7 +49,9 @@ class Parser {
           fail(node, "control_socket is " + std::to_string(config.control_socket.size()) +
                          " bytes long; a Unix socket path must be at most 107, choose a shorter one");
       } else if (name == "control_listen") {
-        config.control_listen = parse_control_listen(node);
+        config.control_listen = parse_tcp_address(node, "control_listen");
+      } else if (name == "metrics_listen") {
+        config.metrics_listen = parse_tcp_address(node, "metrics_listen");
       } else if (name == "workers") {
         config.workers = static_cast<unsigned>(parse_integer(node, "workers", 0, 256, "(0: one per core)"));
       } else if (name == "log_level") {
@@ -197,13 +199,14 @@ class Parser {
     return out;
   }
 
-  ListenAddress parse_control_listen(const toml::node& node) const {
-    const std::string text = parse_string(node, "control_listen", "control_listen = \"127.0.0.1:10810\"");
+  ListenAddress parse_tcp_address(const toml::node& node, std::string_view key) const {
+    const std::string name(key);
+    const std::string text = parse_string(node, key, name + " = \"127.0.0.1:10810\"");
     std::string error;
     auto address = parse_listen_address(text, error);
-    if (!address) fail(node, "control_listen " + error);
+    if (!address) fail(node, name + " " + error);
     if (address->kind != ListenAddress::Kind::kTcp)
-      fail(node, "control_listen takes a TCP address such as \"127.0.0.1:10810\"; the Unix socket is control_socket");
+      fail(node, name + " takes a TCP address such as \"127.0.0.1:10810\"; the Unix socket is control_socket");
     return *address;
   }
 

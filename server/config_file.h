@@ -33,6 +33,7 @@ struct FileConfig {
   std::string state_dir{kDefaultStateDir};            // absolute, normalised
   std::string control_socket{kDefaultControlSocket};  // absolute, < 108 bytes
   std::optional<ListenAddress> control_listen;        // TCP only; off unless set
+  std::optional<ListenAddress> metrics_listen;        // TCP only; off unless set
   std::optional<unsigned> workers;                    // 0: one per core
   std::optional<spdlog::level::level_enum> log_level;
   std::optional<std::chrono::milliseconds> handshake_timeout;

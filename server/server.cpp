@@ -61,7 +61,8 @@ void Server::open_catalog() {
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string("cannot open the catalog in ") + config_.state_dir + ": " + e.what());
   }
-  volume_service_ = std::make_unique<VolumeService>(*catalog_, volumes_, config_.unsafe_ack_without_sync);
+  volume_service_ =
+      std::make_unique<VolumeService>(*catalog_, volumes_, worker_count(), config_.unsafe_ack_without_sync);
   for (const VolumeSpec& spec : config_.volumes) volume_service_->add_command_line_volume(spec.name);
   const std::size_t served = volume_service_->export_catalog_volumes();
   log->info("catalog loaded path={} volumes={} served={} classes={}", catalog_->path(),
@@ -194,13 +195,15 @@ void Server::open_control_api() {
   node.workers = static_cast<unsigned>(workers_.size());
   node.started = started_;
   node.listening = [this] { return listening_.load(); };
+  metrics_ = std::make_unique<MetricsExporter>(volumes_, *leases_, workers_, started_);
+  node.metrics = [this] { return metrics_->render(); };
   lease_service_ = std::make_unique<LeaseService>(*leases_, volumes_);
   api_ = std::make_unique<control::ApiHandler>(*volume_service_, *lease_service_, std::move(node));
   int activated_control = -1;
   for (const ActivatedSocket& socket : service_.activated())
     if (socket.name == "control") activated_control = socket.fd;
   control_ = std::make_unique<control::ControlServer>(config_.control_socket, config_.control_listen, *api_,
-                                                      activated_control);
+                                                      activated_control, config_.metrics_listen);
 }
 
 void Server::open_volumes() {
@@ -209,7 +212,8 @@ void Server::open_volumes() {
     // Not in the catalog, so no access modes of its own: a writable one takes a writer
     // or shared readers, a read-only one only readers.
     storage::Volume::Options options{spec.name, spec.description, spec.read_only,
-                                     lease::AllowedModes{!spec.read_only, true}, config_.unsafe_ack_without_sync};
+                                     lease::AllowedModes{!spec.read_only, true}, worker_count(),
+                                     config_.unsafe_ack_without_sync};
     auto volume = std::make_shared<storage::Volume>(std::move(options), make_backend(spec));
     log->info("volume name={} size={} ({} bytes) backend=\"{}\" read_only={}", volume->name(),
               common::format_size(volume->size()), volume->size(), volume->describe(),
@@ -225,9 +229,12 @@ void Server::open_volumes() {
               "Acknowledged writes will be lost on power failure. Testing only.");
 }
 
+unsigned Server::worker_count() const {
+  return config_.workers != 0 ? config_.workers : std::max(1U, std::thread::hardware_concurrency());
+}
+
 void Server::start_workers() {
-  unsigned count = config_.workers;
-  if (count == 0) count = std::max(1U, std::thread::hardware_concurrency());
+  const unsigned count = worker_count();
   for (unsigned i = 0; i < count; ++i) {
     workers_.push_back(std::make_unique<Worker>(i, config_.ring_entries));
     try {

@@ -29,6 +29,7 @@
 #include "server/lease/steady_clock.h"
 #include "server/lease_admission.h"
 #include "server/lease_service.h"
+#include "server/metrics_exporter.h"
 #include "server/net/listener.h"
 #include "server/storage/volume_registry.h"
 #include "server/service_manager.h"
@@ -60,6 +61,7 @@ class Server {
   void reload();
   void wait_for_test_hooks();
   void start_workers();
+  unsigned worker_count() const;
   void open_listeners();
   boost::asio::awaitable<void> accept_loop(net::Listener* listener);
   boost::asio::awaitable<void> shutdown();
@@ -82,6 +84,7 @@ class Server {
   std::unique_ptr<LeaseAdmission> admission_;
   std::unique_ptr<VolumeService> volume_service_;
   std::unique_ptr<LeaseService> lease_service_;
+  std::unique_ptr<MetricsExporter> metrics_;
   std::unique_ptr<control::ApiHandler> api_;
   std::unique_ptr<control::ControlServer> control_;
   std::atomic<bool> listening_{false};

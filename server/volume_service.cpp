@@ -34,9 +34,9 @@ lease::AllowedModes allowed_modes(const v1::Volume& volume) {
   return modes.empty() ? lease::AllowedModes{true, false} : lease::AllowedModes{rwo, rox};
 }
 
-VolumeService::VolumeService(catalog::Catalog& catalog, storage::VolumeRegistry& registry,
+VolumeService::VolumeService(catalog::Catalog& catalog, storage::VolumeRegistry& registry, unsigned workers,
                              bool unsafe_ack_without_sync)
-    : catalog_(catalog), registry_(registry), unsafe_ack_without_sync_(unsafe_ack_without_sync) {}
+    : catalog_(catalog), registry_(registry), workers_(workers), unsafe_ack_without_sync_(unsafe_ack_without_sync) {}
 
 void VolumeService::export_volume(const v1::Volume& volume) {
   const storage::StorageClassSet classes = catalog_.storage_classes();
@@ -48,7 +48,7 @@ void VolumeService::export_volume(const v1::Volume& volume) {
     throw std::runtime_error(volume.backing_path() + " is " + std::to_string(backend->size()) +
                              " bytes but the catalog says " + std::to_string(volume.size_bytes()));
   storage::Volume::Options volume_options{volume.name(), volume.description(), read_only(volume),
-                                          allowed_modes(volume), unsafe_ack_without_sync_};
+                                          allowed_modes(volume), workers_, unsafe_ack_without_sync_};
   auto exported = std::make_shared<storage::Volume>(std::move(volume_options), std::move(backend));
   common::logger("server")->info("volume name={} size={} ({} bytes) backend=\"{}\" class={} read_only={}",
                                  exported->name(), common::format_size(exported->size()), exported->size(),

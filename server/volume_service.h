@@ -43,7 +43,8 @@ lease::AllowedModes allowed_modes(const v1::Volume& volume);
 
 class VolumeService {
  public:
-  VolumeService(catalog::Catalog& catalog, storage::VolumeRegistry& registry, bool unsafe_ack_without_sync);
+  VolumeService(catalog::Catalog& catalog, storage::VolumeRegistry& registry, unsigned workers,
+                bool unsafe_ack_without_sync);
 
   // Start-up: exports every volume of the catalog. A volume whose file cannot be opened
   // is logged and left out (the others are served); returns how many were exported.
@@ -78,6 +79,7 @@ class VolumeService {
 
   catalog::Catalog& catalog_;
   storage::VolumeRegistry& registry_;
+  const unsigned workers_;
   const bool unsafe_ack_without_sync_;
   lease::LeaseManager* leases_ = nullptr;
   std::set<std::string> command_line_;

@@ -163,10 +163,10 @@ Response ApiHandler::error(unsigned version, http::status status, const std::str
   return response;
 }
 
-Response ApiHandler::handle(const Request& request) {
+Response ApiHandler::handle(const Request& request, bool metrics_only) {
   auto log = common::logger("control");
   try {
-    Response response = route(request);
+    Response response = route(request, metrics_only);
     log->debug("request method={} target={} status={}", std::string(request.method_string()),
                std::string(request.target()), response.result_int());
     return response;
@@ -197,7 +197,7 @@ Response ApiHandler::handle(const Request& request) {
   }
 }
 
-Response ApiHandler::route(const Request& request) {
+Response ApiHandler::route(const Request& request, bool metrics_only) {
   const std::string target(request.target());
   const auto question = target.find('?');
   const std::string path = target.substr(0, question);
@@ -215,6 +215,16 @@ Response ApiHandler::route(const Request& request) {
     get_only();
     return ready(request);
   }
+  if (path == "/metrics") {
+    get_only();
+    Response response{http::status::ok, request.version()};
+    response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    response.body() = node_.metrics ? node_.metrics() : std::string();
+    return response;
+  }
+  if (metrics_only)
+    throw HttpError{http::status::not_found, "not_found",
+                    "the metrics listener serves /metrics, /healthz and /readyz only; the API is on the control socket"};
   if (path == "/v1/status") {
     get_only();
     return status(request);

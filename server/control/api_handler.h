@@ -35,20 +35,23 @@ struct NodeState {
   unsigned workers = 0;
   std::chrono::steady_clock::time_point started{};
   std::function<bool()> listening;  // false once shutdown has closed the listeners
+  std::function<std::string()> metrics;  // the Prometheus text for GET /metrics
 };
 
 class ApiHandler {
  public:
   ApiHandler(VolumeService& volumes, LeaseService& leases, NodeState node);
 
-  Response handle(const Request& request);
+  // `metrics_only`: the request came on the metrics listener, which serves only
+  // /metrics, /healthz and /readyz (never the volume API).
+  Response handle(const Request& request, bool metrics_only = false);
 
   // An ErrorResponse with the status of `code` ("invalid_argument" -> 400, ...).
   static Response error(unsigned version, http::status status, const std::string& code,
                         const std::string& message);
 
  private:
-  Response route(const Request& request);
+  Response route(const Request& request, bool metrics_only);
   Response volumes_collection(const Request& request, const std::string& query);
   Response volume_item(const Request& request, const std::string& name);
   Response volume_resize(const Request& request, const std::string& name);

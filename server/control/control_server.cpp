@@ -60,8 +60,9 @@ std::unique_ptr<net::Listener> unix_listener(asio::io_context& context, const st
 }  // namespace
 
 ControlServer::ControlServer(const std::string& socket_path, const std::optional<ListenAddress>& tcp,
-                             ApiHandler& handler, int activated_fd)
+                             ApiHandler& handler, int activated_fd, const std::optional<ListenAddress>& metrics_tcp)
     : handler_(handler) {
+  if (metrics_tcp) metrics_listener_ = std::make_unique<net::Listener>(context_, *metrics_tcp);
   if (activated_fd >= 0) {
     listeners_.push_back(std::make_unique<net::Listener>(context_, activated_fd));
   } else {
@@ -81,7 +82,11 @@ std::vector<std::string> ControlServer::addresses() const {
 void ControlServer::start() {
   for (auto& listener : listeners_) {
     common::logger("control")->info("control API listening address={}", listener->address());
-    asio::co_spawn(context_, accept_loop(listener.get()), asio::detached);
+    asio::co_spawn(context_, accept_loop(listener.get(), false), asio::detached);
+  }
+  if (metrics_listener_) {
+    common::logger("control")->info("metrics listening address={}", metrics_listener_->address());
+    asio::co_spawn(context_, accept_loop(metrics_listener_.get(), true), asio::detached);
   }
   thread_ = std::thread([this] { context_.run(); });
 }
@@ -93,13 +98,14 @@ void ControlServer::stop() {
   }
   asio::post(context_, [this] {
     for (auto& listener : listeners_) listener->close();
+    if (metrics_listener_) metrics_listener_->close();
     context_.stop();  // open connections are dropped: the process is stopping
   });
   thread_.join();
   listeners_.clear();
 }
 
-asio::awaitable<void> ControlServer::accept_loop(net::Listener* listener) {
+asio::awaitable<void> ControlServer::accept_loop(net::Listener* listener, bool metrics_only) {
   for (;;) {
     auto [ec, socket] = co_await listener->acceptor().async_accept(net::use_nothrow);
     if (ec == asio::error::operation_aborted) co_return;
@@ -109,11 +115,11 @@ asio::awaitable<void> ControlServer::accept_loop(net::Listener* listener) {
       co_await pause.async_wait(net::use_nothrow);
       continue;
     }
-    asio::co_spawn(context_, serve(std::move(socket), &handler_), asio::detached);
+    asio::co_spawn(context_, serve(std::move(socket), &handler_, metrics_only), asio::detached);
   }
 }
 
-asio::awaitable<void> ControlServer::serve(net::Socket socket, ApiHandler* handler) {
+asio::awaitable<void> ControlServer::serve(net::Socket socket, ApiHandler* handler, bool metrics_only) {
   namespace beast = boost::beast;
   beast::flat_buffer buffer;
   // Closes an idle or stuck connection; re-armed for every request.
@@ -147,7 +153,7 @@ asio::awaitable<void> ControlServer::serve(net::Socket socket, ApiHandler* handl
                                    "not a valid HTTP/1.1 request: " + ec.message());
     } else {
       const Request& request = parser.get();
-      response = handler->handle(request);
+      response = handler->handle(request, metrics_only);
       keep_alive = request.keep_alive();
       response.version(request.version());
     }

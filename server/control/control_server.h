@@ -35,8 +35,9 @@ class ControlServer {
   // already answering on it.
   // `activated_fd` >= 0: the control socket systemd passed (FileDescriptorName=control),
   // used instead of binding `socket_path`.
+  // `metrics_tcp`: a TCP address serving only /metrics, /healthz and /readyz.
   ControlServer(const std::string& socket_path, const std::optional<ListenAddress>& tcp, ApiHandler& handler,
-                int activated_fd = -1);
+                int activated_fd = -1, const std::optional<ListenAddress>& metrics_tcp = std::nullopt);
   ~ControlServer();
 
   void start();
@@ -46,11 +47,12 @@ class ControlServer {
   std::vector<std::string> addresses() const;
 
  private:
-  boost::asio::awaitable<void> accept_loop(net::Listener* listener);
-  static boost::asio::awaitable<void> serve(net::Socket socket, ApiHandler* handler);
+  boost::asio::awaitable<void> accept_loop(net::Listener* listener, bool metrics_only);
+  static boost::asio::awaitable<void> serve(net::Socket socket, ApiHandler* handler, bool metrics_only);
 
   boost::asio::io_context context_{1};
   std::vector<std::unique_ptr<net::Listener>> listeners_;
+  std::unique_ptr<net::Listener> metrics_listener_;
   ApiHandler& handler_;
   std::thread thread_;
 };

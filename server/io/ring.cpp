@@ -122,7 +122,7 @@ int Ring::enter() {
   for (;;) {
     const int ret = io_uring_submit(&ring_);
     if (ret >= 0) {
-      submissions_ += static_cast<unsigned>(ret);
+      submissions_.add(static_cast<unsigned>(ret));
       unsubmitted_ -= std::min<unsigned>(unsubmitted_, static_cast<unsigned>(ret));
       return ret;
     }
@@ -172,7 +172,7 @@ void Ring::deliver() {
     const Ready ready = ready_.front();
     ready_.pop_front();
     std::unique_ptr<Completion> completion(ready.completion);
-    ++completions_;
+    completions_.add();
     --in_flight_;
     if (completion) std::move (*completion)(ready.result);
   }

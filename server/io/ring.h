@@ -10,6 +10,8 @@
 // result is the CQE's `res`: >= 0 on success, -errno on failure.
 #pragma once
 
+#include "server/metrics/counter.h"
+
 #include <liburing.h>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -43,8 +45,9 @@ class Ring {
   asio::awaitable<int> fallocate(int fd, int mode, std::uint64_t offset, std::uint64_t length);
   asio::awaitable<int> fadvise(int fd, std::uint64_t offset, std::uint32_t length, int advice);
 
-  std::uint64_t submissions() const { return submissions_; }
-  std::uint64_t completions() const { return completions_; }
+  // Any thread (the /metrics scrape).
+  std::uint64_t submissions() const { return submissions_.get(); }
+  std::uint64_t completions() const { return completions_.get(); }
 
  private:
   using Completion = asio::any_completion_handler<void(int)>;
@@ -84,8 +87,8 @@ class Ring {
   std::deque<Ready> ready_;
   unsigned unsubmitted_ = 0;
   std::size_t in_flight_ = 0;  // submitted or queued, completion not yet delivered
-  std::uint64_t submissions_ = 0;
-  std::uint64_t completions_ = 0;
+  metrics::SingleWriterCounter submissions_;
+  metrics::SingleWriterCounter completions_;
 };
 
 }  // namespace blockd::server::io

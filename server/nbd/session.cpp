@@ -23,10 +23,11 @@ constexpr std::size_t kMaxExtents = 1024;
 }  // namespace
 
 Session::Session(net::Socket& socket, Negotiated negotiated, io::Ring& ring,
-                 io::BufferPool& buffers, std::string peer)
+                 io::BufferPool& buffers, std::string peer, unsigned worker_index)
     : socket_(socket),
       volume_(std::move(negotiated.volume)),
       ticket_(std::move(negotiated.ticket)),
+      counters_(volume_->metrics().worker(worker_index)),
       terms_(negotiated.terms),
       ring_(ring),
       buffers_(buffers),
@@ -161,8 +162,11 @@ void Session::dispatch(const RequestHeader& request, io::Buffer payload) {
                                  peer_, volume_->name(), request.type, request.offset,
                                  request.length, request.flags, wire::to_string(verdict));
     reply_error(request, verdict, "invalid request");
+    counters_.started.add();
+    record(request, verdict, std::chrono::nanoseconds(0));
     return;
   }
+  counters_.started.add();
   ++in_flight_;
   in_flight_bytes_ += cost(request);
   asio::co_spawn(socket_.get_executor(), run_request(shared_from_this(), request, std::move(payload)),
@@ -171,13 +175,15 @@ void Session::dispatch(const RequestHeader& request, io::Buffer payload) {
 
 asio::awaitable<void> Session::run_request(std::shared_ptr<Session> self, RequestHeader request,
                                            io::Buffer payload) {
-  co_await self->execute(request, std::move(payload));
+  const auto started = std::chrono::steady_clock::now();
+  const Error outcome = co_await self->execute(request, std::move(payload));
+  self->record(request, outcome, std::chrono::steady_clock::now() - started);
   --self->in_flight_;
   self->in_flight_bytes_ -= self->cost(request);
   self->request_finished_.notify_all();
 }
 
-asio::awaitable<void> Session::execute(const RequestHeader& request, io::Buffer payload) {
+asio::awaitable<Error> Session::execute(const RequestHeader& request, io::Buffer payload) {
   // Fencing (DESIGN.md §4; server/lease/README.md "Break"): checked in the same run of
   // the event loop as the submission below, with no co_await in between, so a request
   // that passes was submitted before the fence handler (posted to this worker) runs,
@@ -185,14 +191,14 @@ asio::awaitable<void> Session::execute(const RequestHeader& request, io::Buffer 
   if (fenced()) {
     ++stats_.errors;
     reply_error(request, Error::kPerm, "the lease on this volume was broken");
-    co_return;
+    co_return Error::kPerm;
   }
   const bool fua = (request.flags & wire::kCmdFlagFua) != 0;
   const std::uint64_t offset = request.offset;
   const std::uint64_t length = request.length;
   switch (static_cast<Command>(request.type)) {
-    case Command::kRead: co_await execute_read(request); co_return;
-    case Command::kBlockStatus: execute_block_status(request); co_return;
+    case Command::kRead: co_return co_await execute_read(request);
+    case Command::kBlockStatus: co_return execute_block_status(request);
     case Command::kWrite: {
       auto result = co_await volume_->write(ring_, {payload.data(), payload.size()}, offset, fua);
       if (!result) co_return reply_failure(request, result.error(), "write");
@@ -228,9 +234,10 @@ asio::awaitable<void> Session::execute(const RequestHeader& request, io::Buffer 
     case Command::kDisc: break;  // handled by the reader
   }
   reply_ok(request);
+  co_return Error::kOk;
 }
 
-asio::awaitable<void> Session::execute_read(const RequestHeader& request) {
+asio::awaitable<Error> Session::execute_read(const RequestHeader& request) {
   io::Buffer data = buffers_.acquire(request.length);
   if (request.length > 0) {
     auto result = co_await volume_->read(ring_, data.span(), request.offset);
@@ -245,15 +252,17 @@ asio::awaitable<void> Session::execute_read(const RequestHeader& request) {
     // One OFFSET_DATA chunk: valid with and without NBD_CMD_FLAG_DF.
     replies_.send(Reply::read_chunk(request.cookie, request.offset, std::move(data)));
   }
+  co_return Error::kOk;
 }
 
-void Session::execute_block_status(const RequestHeader& request) {
+Error Session::execute_block_status(const RequestHeader& request) {
   // "If this flag [REQ_ONE] is present, the server MUST NOT send metadata on more
   // than one extent in the reply."
   const std::size_t max = (request.flags & wire::kCmdFlagReqOne) ? 1 : kMaxExtents;
   auto extents = volume_->extents(request.offset, request.length, max);
   if (!extents) return reply_failure(request, extents.error(), "block-status");
   replies_.send(Reply::block_status(request.cookie, kBaseAllocationContextId, extents.value()));
+  return Error::kOk;
 }
 
 void Session::reply_ok(const RequestHeader& request) {
@@ -271,7 +280,51 @@ void Session::reply_error(const RequestHeader& request, Error error, std::string
   }
 }
 
-void Session::reply_failure(const RequestHeader& request, int err, const char* operation) {
+namespace {
+
+std::optional<metrics::Op> op_of(std::uint16_t type) {
+  switch (static_cast<Command>(type)) {
+    case Command::kRead: return metrics::Op::kRead;
+    case Command::kWrite: return metrics::Op::kWrite;
+    case Command::kFlush: return metrics::Op::kFlush;
+    case Command::kTrim: return metrics::Op::kTrim;
+    case Command::kWriteZeroes: return metrics::Op::kWriteZeroes;
+    case Command::kCache: return metrics::Op::kCache;
+    case Command::kBlockStatus: return metrics::Op::kBlockStatus;
+    case Command::kDisc: break;
+  }
+  return std::nullopt;
+}
+
+metrics::ErrorKind kind_of(Error error) {
+  switch (error) {
+    case Error::kPerm: return metrics::ErrorKind::kPerm;
+    case Error::kIo: return metrics::ErrorKind::kIo;
+    case Error::kNoMem: return metrics::ErrorKind::kNoMem;
+    case Error::kInval: return metrics::ErrorKind::kInval;
+    case Error::kNoSpc: return metrics::ErrorKind::kNoSpc;
+    case Error::kOverflow: return metrics::ErrorKind::kOverflow;
+    case Error::kNotSup: return metrics::ErrorKind::kNotSup;
+    case Error::kShutdown: return metrics::ErrorKind::kShutdown;
+    case Error::kOk: break;
+  }
+  return metrics::ErrorKind::kOther;
+}
+
+}  // namespace
+
+void Session::record(const RequestHeader& request, Error outcome, std::chrono::nanoseconds latency) {
+  const auto op = op_of(request.type);
+  if (!op) {
+    counters_.finished.add();  // an unknown command: counted as started, never as an op
+    return;
+  }
+  const bool moves_data = *op == metrics::Op::kRead || *op == metrics::Op::kWrite;
+  metrics::VolumeMetrics::record(counters_, *op, moves_data ? request.length : 0, latency, outcome == Error::kOk,
+                                 kind_of(outcome));
+}
+
+Error Session::reply_failure(const RequestHeader& request, int err, const char* operation) {
   ++stats_.errors;
   const Error error = wire::error_from_errno(err);
   // The real errno is logged before it is narrowed to the spec's set (DESIGN.md §7).
@@ -281,6 +334,7 @@ void Session::reply_failure(const RequestHeader& request, int err, const char* o
            peer_, volume_->name(), operation, request.offset, request.length, std::strerror(err),
            wire::to_string(error));
   reply_error(request, error, std::string(operation) + " failed: " + std::strerror(err));
+  return error;
 }
 
 }  // namespace blockd::server::nbd

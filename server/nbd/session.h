@@ -26,6 +26,7 @@
 #include "server/io/ring.h"
 #include "server/nbd/handshake.h"
 #include "server/nbd/reply_writer.h"
+#include "server/metrics/volume_metrics.h"
 #include "server/nbd/request_reader.h"
 
 namespace blockd::server::nbd {
@@ -50,7 +51,7 @@ struct SessionStats {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(net::Socket& socket, Negotiated negotiated, io::Ring& ring, io::BufferPool& buffers,
-          std::string peer);
+          std::string peer, unsigned worker_index = 0);
 
   // Serves until the client disconnects, violates the protocol, or the session is
   // drained; returns the reason, for the close log line.
@@ -81,13 +82,16 @@ class Session : public std::enable_shared_from_this<Session> {
                                            io::Buffer payload);
   static asio::awaitable<void> write_replies(std::shared_ptr<Session> self);
   static asio::awaitable<void> close_when_idle(std::shared_ptr<Session> self);
-  asio::awaitable<void> execute(const RequestHeader& request, io::Buffer payload);
-  asio::awaitable<void> execute_read(const RequestHeader& request);
-  void execute_block_status(const RequestHeader& request);
+  // Each answers the request and returns how it ended (kOk or the error sent).
+  asio::awaitable<common::nbd::Error> execute(const RequestHeader& request, io::Buffer payload);
+  asio::awaitable<common::nbd::Error> execute_read(const RequestHeader& request);
+  common::nbd::Error execute_block_status(const RequestHeader& request);
+  // The volume's metrics, on this worker's counters (no lock).
+  void record(const RequestHeader& request, common::nbd::Error outcome, std::chrono::nanoseconds latency);
 
   void reply_ok(const RequestHeader& request);
   void reply_error(const RequestHeader& request, common::nbd::Error error, std::string_view message);
-  void reply_failure(const RequestHeader& request, int err, const char* operation);
+  common::nbd::Error reply_failure(const RequestHeader& request, int err, const char* operation);
   std::size_t cost(const RequestHeader& request) const;
 
   // True once the lease is broken; checked before every submission.
@@ -101,6 +105,7 @@ class Session : public std::enable_shared_from_this<Session> {
   net::Socket& socket_;
   std::shared_ptr<storage::Volume> volume_;
   std::unique_ptr<lease::SessionTicket> ticket_;
+  metrics::WorkerCounters& counters_;
   bool fenced_ = false;
   SessionTerms terms_;
   io::Ring& ring_;

@@ -70,7 +70,7 @@ asio::awaitable<void> Connection::run() {
             negotiated->terms.base_allocation, negotiated->terms.read_only);
   volume.connection_opened();
   session_ = std::make_shared<nbd::Session>(socket_, std::move(*negotiated), worker_.ring(),
-                                            worker_.buffers(), peer_);
+                                            worker_.buffers(), peer_, worker_.index());
   if (worker_.draining()) session_->begin_drain();
   const std::string reason = co_await nbd::Session::serve(session_);
   volume.connection_closed();

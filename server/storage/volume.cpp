@@ -10,7 +10,7 @@ namespace blockd::server::storage {
 using common::Errno;
 
 Volume::Volume(Options options, std::unique_ptr<Backend> backend)
-    : options_(std::move(options)), backend_(std::move(backend)) {}
+    : options_(std::move(options)), backend_(std::move(backend)), metrics_(options_.workers) {}
 
 Result<void> Volume::check_writable() const {
   if (options_.read_only) return Errno{EPERM};
@@ -20,6 +20,7 @@ Result<void> Volume::check_writable() const {
 
 Result<void> Volume::record_sync(Result<void> result, const char* what) {
   if (result.ok()) return result;
+  sync_failures_.fetch_add(1, std::memory_order_relaxed);
   if (!poisoned_.exchange(true)) {
     common::logger("storage")->critical(
         "volume poisoned volume={} backend=\"{}\" cause={} error=\"{}\": every further write "

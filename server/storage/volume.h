@@ -17,6 +17,7 @@
 #include <string>
 
 #include "server/lease/lease_mode.h"
+#include "server/metrics/volume_metrics.h"
 #include "server/storage/backend.h"
 
 namespace blockd::server::storage {
@@ -29,6 +30,8 @@ class Volume {
     bool read_only = false;
     // The access policy leases enforce (DESIGN.md §4): which modes a client may ask for.
     lease::AllowedModes allowed{true, false};
+    // Worker threads, each with its own block of metrics counters.
+    unsigned workers = 1;
     // TEST ONLY (--unsafe-ack-without-sync): FUA and FLUSH are acknowledged without
     // reaching stable storage. Exists so the power-cut test can prove it has teeth.
     bool unsafe_ack_without_sync = false;
@@ -42,6 +45,10 @@ class Volume {
   bool read_only() const { return options_.read_only; }
   lease::AllowedModes allowed_modes() const { return options_.allowed; }
   bool poisoned() const { return poisoned_.load(std::memory_order_acquire); }
+  // Syncs (fsync, or a FUA write) that failed: each poisons the volume.
+  std::uint64_t sync_failures() const { return sync_failures_.load(std::memory_order_relaxed); }
+  metrics::VolumeMetrics& metrics() { return metrics_; }
+  const metrics::VolumeMetrics& metrics() const { return metrics_; }
   std::string describe() const { return backend_->describe(); }
 
   asio::awaitable<Result<void>> read(io::Ring& ring, std::span<std::byte> out, std::uint64_t offset);
@@ -75,6 +82,8 @@ class Volume {
   const Options options_;
   const std::unique_ptr<Backend> backend_;
   std::atomic<bool> poisoned_{false};
+  std::atomic<std::uint64_t> sync_failures_{0};
+  metrics::VolumeMetrics metrics_;
   std::atomic<int> connections_{0};
 };
 
