@@ -27,8 +27,9 @@ packages=(
   # (libc-bin) and strip (binutils) pack host binaries into the initramfs
   qemu-system-x86 busybox-static binutils libc-bin
   # packaging tests (tests/integration/test_systemd_units.py): systemd-analyze verify and
-  # security, systemd-tmpfiles (systemd); the man pages are linted with mandoc -T lint
-  systemd mandoc
+  # security, systemd-tmpfiles (systemd); the man pages are linted with mandoc -T lint;
+  # python3-seccomp loads blockd.service's SystemCallFilter= around a test blockd
+  systemd mandoc python3-seccomp
 )
 
 export DEBIAN_FRONTEND=noninteractive

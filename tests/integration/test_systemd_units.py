@@ -24,6 +24,10 @@
              and no_new_privs: starts, creates a catalog volume, takes an image import
              (verified read-back) into it and into a loop device given with --volume (whose
              zero runs go out as WRITE_ZEROES, BLKZEROOUT on the device), and exits 0 on SIGTERM
+  seccomp    the same, also under the unit's SystemCallFilter= (its groups expanded by
+             systemd-analyze syscall-filter, loaded with python3-seccomp, failing calls with
+             SystemCallErrorNumber=): blockd's io_uring rings and its whole start, API and I/O
+             path use only allowed system calls
   man        mandoc -T lint -W warning (else groff -ww) and man --warnings find nothing; every
              long option of `blockd --help` is in blockd.8, every command and option of
              `blockctl --help` (walked recursively) in blockctl.8, every key of
@@ -44,6 +48,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import blockd_fixture as fx  # noqa: E402
+
+if __name__ == "__main__" and "--exec-filtered" not in sys.argv:
+    fx.use_system_python()  # Debian's python3, the one with python3-seccomp
 
 REPO = fx.REPO
 SYSTEMD_SRC = os.path.join(REPO, "systemd")
@@ -230,7 +237,56 @@ def check_config_kept(c, root):
          "and puts the sample beside it as blockd.toml.dist")
 
 
-def check_no_capabilities(c, tmp):
+def unit_syscall_filter(unit_path, analyze):
+    """The allowed system call names and the errno name of a unit's SystemCallFilter=,
+    groups expanded by systemd-analyze (an allow list, then ~ lines taken away)."""
+    def expand(name, seen):
+        if not name.startswith("@"):
+            return {name}
+        if name in seen:
+            return set()
+        seen.add(name)
+        out = set()
+        r = fx.run([analyze, "syscall-filter", "--no-pager", name], check=False)
+        for line in r.stdout.splitlines()[1:]:
+            word = line.strip()
+            if word and not word.startswith("#"):
+                out |= expand(word, seen)
+        return out
+
+    allowed, errno_name = None, None
+    for line in read(unit_path).splitlines():
+        if line.startswith("SystemCallFilter="):
+            value = line.split("=", 1)[1].strip()
+            deny = value.startswith("~")
+            names = set()
+            for word in value.lstrip("~").split():
+                names |= expand(word, set())
+            if deny:
+                allowed = (allowed or set()) - names
+            else:
+                allowed = (allowed or set()) | names
+        elif line.startswith("SystemCallErrorNumber="):
+            errno_name = line.split("=", 1)[1].strip()
+    return allowed, errno_name
+
+
+def exec_filtered(allow_file, errno_name, argv):
+    """(Helper mode of this script) load an allow-list seccomp filter, then exec argv."""
+    import errno
+    import seccomp
+    action = seccomp.ERRNO(getattr(errno, errno_name)) if errno_name else seccomp.KILL
+    f = seccomp.SyscallFilter(defaction=action)
+    for name in read(allow_file).split():
+        try:
+            f.add_rule(seccomp.ALLOW, name)
+        except (RuntimeError, ValueError, OSError):
+            pass  # a name this architecture does not have
+    f.load()
+    os.execv(argv[0], argv)
+
+
+def check_no_capabilities(c, tmp, seccomp_allow=None, errno_name=None):
     """What CapabilityBoundingSet= (empty) leaves blockd: enough, as root, for its state dir,
     its control socket, volume files and a block device's node."""
     setpriv = shutil.which("setpriv", path=fx.SYSTEM_PATH)
@@ -238,7 +294,8 @@ def check_no_capabilities(c, tmp):
     if os.geteuid() != 0 or setpriv is None:
         print("note: not root or no setpriv: blockd without capabilities not tried")
         return
-    work = os.path.join(tmp, "nocaps")
+    work = os.path.join(tmp, "nocaps-seccomp" if seccomp_allow else "nocaps")
+    how = "without capabilities" + (", under the unit's SystemCallFilter=" if seccomp_allow else "")
     os.makedirs(work)
     loop = None
     volumes = []
@@ -258,7 +315,13 @@ def check_no_capabilities(c, tmp):
         f.write(os.urandom(1 << 20) + bytes(2 << 20) + os.urandom(1 << 20))
     b = fx.Blockd(volumes=volumes, state_dir=os.path.join(work, "state"))
     os.makedirs(b.state_dir)
-    b.args = [setpriv, "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"] + b.args
+    wrap = [setpriv, "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"]
+    if seccomp_allow:
+        allow_file = os.path.join(work, "allowed-syscalls")
+        with open(allow_file, "w", encoding="utf-8") as f:
+            f.write("\n".join(sorted(seccomp_allow)) + "\n")
+        wrap += [fx.SYSTEM_PYTHON, os.path.abspath(__file__), "--exec-filtered", allow_file, errno_name or "", "--"]
+    b.args = wrap + b.args
     try:
         b.start()
         status = read(f"/proc/{b.proc.pid}/status")
@@ -268,18 +331,20 @@ def check_no_capabilities(c, tmp):
         c.ok("NoNewPrivs:\t1" in status, "and with no_new_privs")
         ctl = [blockctl_bin(), "--server", f"unix://{b.control_socket}"]
         r = fx.run(ctl + ["volume", "create", "db", "--size", "8MiB"], check=False)
-        c.ok(r.returncode == 0, "without capabilities: volume create (catalog, volume file)", r.stderr)
+        c.ok(r.returncode == 0, f"{how}: volume create (catalog, volume file)", r.stderr)
         r = fx.run(ctl + ["volume", "import", "db", image], check=False)
-        c.ok(r.returncode == 0, "without capabilities: volume import into a file volume, verified", r.stderr)
+        c.ok(r.returncode == 0, f"{how}: volume import into a file volume, verified", r.stderr)
         if loop:
             # A --volume is not in the catalog: straight to blockd's NBD address.
             r = fx.run(ctl + ["volume", "import", "dev", image, "--nbd", b.uri("dev")], check=False)
             print(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "")
-            c.ok(r.returncode == 0, f"without capabilities: volume import into {loop} (WRITE_ZEROES), verified",
+            c.ok(r.returncode == 0, f"{how}: volume import into {loop} (WRITE_ZEROES), verified",
                  r.stderr)
-        c.eq(b.stop(), 0, "blockd without capabilities exits 0 on SIGTERM")
+        if seccomp_allow:
+            c.ok("io_uring" not in b.log, "the io_uring probe passed under the filter", b.log[-2000:])
+        c.eq(b.stop(), 0, f"blockd {how} exits 0 on SIGTERM")
         c.ok("Operation not permitted" not in b.log and "EPERM" not in b.log,
-             "blockd logged no EPERM", b.log[-3000:])
+             f"blockd {how} logged no EPERM", b.log[-3000:])
     finally:
         b.kill()
         if loop:
@@ -370,8 +435,21 @@ def body(c):
     check_security(c, root, analyze)
     check_config_kept(c, root)
     check_no_capabilities(c, tmp.name)
+    try:
+        import seccomp  # noqa: F401
+        allowed, errno_name = unit_syscall_filter(os.path.join(root, "usr/lib/systemd/system/blockd.service"),
+                                                  analyze)
+        c.ok(allowed and {"io_uring_setup", "io_uring_enter", "io_uring_register"} <= allowed,
+             "blockd.service's SystemCallFilter= allows io_uring_setup, io_uring_enter, io_uring_register",
+             f"{len(allowed or ())} calls allowed")
+        if allowed:
+            check_no_capabilities(c, tmp.name, allowed, errno_name)
+    except ImportError:
+        print("note: no python3-seccomp: blockd is not tried under the unit's SystemCallFilter=")
     check_man(c)
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 4 and sys.argv[1] == "--exec-filtered" and sys.argv[4] == "--":
+        exec_filtered(sys.argv[2], sys.argv[3], sys.argv[5:])
     fx.test_main(body, timeout=280)
