@@ -1,32 +1,26 @@
 # Run by `cmake --install` (see CMakeLists.txt): CMAKE_INSTALL_PREFIX is the install-time
 # prefix here, and file(INSTALL) prepends DESTDIR. Inputs: BLOCKD_SOURCE_DIR,
 # BLOCKD_WORK_DIR, BLOCKD_UNITS, BLOCKD_UNIT_DIR, BLOCKD_SYSCONFDIR, BLOCKD_SAMPLE_CONFIG.
+# Without trailing slashes, so prefix "/" is "" and "${prefix}/sbin" is "/sbin".
 set(prefix "${CMAKE_INSTALL_PREFIX}")
-string(REGEX REPLACE "(.)/+$" "\\1" prefix "${prefix}")
+string(REGEX REPLACE "/+$" "" prefix "${prefix}")
 
 function(blockd_absolute out dir)
   if(IS_ABSOLUTE "${dir}")
     set(${out} "${dir}" PARENT_SCOPE)
-  elseif(prefix STREQUAL "/")
-    set(${out} "/${dir}" PARENT_SCOPE)
   else()
     set(${out} "${prefix}/${dir}" PARENT_SCOPE)
   endif()
 endfunction()
 
 # blockd and blockctl are installed to PREFIX/sbin and PREFIX/bin (server/, tools/).
-if(prefix STREQUAL "/")
-  set(sbindir "/usr/sbin")
-  set(bindir "/usr/bin")
-else()
-  set(sbindir "${prefix}/sbin")
-  set(bindir "${prefix}/bin")
-endif()
+set(sbindir "${prefix}/sbin")
+set(bindir "${prefix}/bin")
 
 # GNUInstallDirs' CMAKE_INSTALL_FULL_SYSCONFDIR, for the prefix known only now.
 if(IS_ABSOLUTE "${BLOCKD_SYSCONFDIR}")
   set(confdir "${BLOCKD_SYSCONFDIR}")
-elseif(prefix STREQUAL "/usr" OR prefix STREQUAL "/")
+elseif(prefix STREQUAL "/usr" OR prefix STREQUAL "")
   set(confdir "/${BLOCKD_SYSCONFDIR}")
 elseif(prefix MATCHES "^/opt/(.+)$")
   set(confdir "/${BLOCKD_SYSCONFDIR}/opt/${CMAKE_MATCH_1}")
