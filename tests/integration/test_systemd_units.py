@@ -130,6 +130,38 @@ def check_layout(c, root):
         if os.path.isfile(path):
             c.ok(filecmp.cmp(path, src, shallow=False), f"{rel} is {os.path.relpath(src, REPO)} byte for byte")
 
+    # The contract with blockd itself (server/service_manager.h): what the units promise it.
+    def settings(rel):
+        out = {}
+        for line in read(os.path.join(root, rel)).splitlines():
+            if "=" in line and not line.startswith(("#", ";", "[")):
+                key, value = line.split("=", 1)
+                out.setdefault(key.strip(), []).append(value.strip())
+        return out
+    unit_dir = "usr/lib/systemd/system/"
+    service = settings(unit_dir + "blockd.service")
+    for key, value in (("Type", "notify"), ("ExecStart", "/usr/sbin/blockd"),
+                       ("ExecReload", "/bin/kill -HUP $MAINPID"), ("Restart", "on-failure"),
+                       ("RestartPreventExitStatus", "2 3"), ("RuntimeDirectory", "blockd"),
+                       ("RuntimeDirectoryPreserve", "yes"), ("StateDirectory", "blockd"),
+                       ("CapabilityBoundingSet", ""), ("NoNewPrivileges", "yes"),
+                       ("ProtectSystem", "strict"), ("DevicePolicy", "closed")):
+        c.eq(service.get(key), [value], f"blockd.service: {key}={value}")
+    c.ok(service.get("WatchdogSec") and service["WatchdogSec"][0] not in ("0", "infinity"),
+         "blockd.service sets a watchdog", f"{service.get('WatchdogSec')}")
+    for unit, name, listen in (("blockd.socket", "nbd", "10809"),
+                               ("blockd-control.socket", "control", "/run/blockd/control.sock")):
+        sock = settings(unit_dir + unit)
+        c.eq(sock.get("FileDescriptorName"), [name], f"{unit} passes its sockets as {name!r}")
+        c.eq(sock.get("Service"), ["blockd.service"], f"{unit} activates blockd.service")
+        c.ok(listen in sock.get("ListenStream", []), f"{unit} listens on {listen}", f"{sock.get('ListenStream')}")
+    c.eq(settings(unit_dir + "blockd-control.socket").get("SocketMode"), ["0660"], "the control socket is 0660")
+    attach = settings(unit_dir + "blockctl-attach@.service")
+    c.eq(attach.get("EnvironmentFile"), ["/etc/blockd/attach/%i.conf"], "blockctl-attach@: EnvironmentFile")
+    c.eq(attach.get("Requires"), ["modprobe@nbd.service"], "blockctl-attach@ requires modprobe@nbd.service")
+    c.ok(any(v.startswith("/usr/bin/blockctl detach ") for v in attach.get("ExecStop", [])),
+         "blockctl-attach@ detaches on stop")
+
     modules = [line.strip() for line in read(os.path.join(root, "usr/lib/modules-load.d/nbd.conf")).splitlines()
                if line.strip() and not line.lstrip().startswith("#")]
     c.eq(modules, ["nbd"], "modules-load.d/nbd.conf loads nbd and nothing else")
