@@ -137,9 +137,11 @@ NlMsgPtr build_connect_message(int family, const NbdConnectRequest& r) {
   return msg;
 }
 
-NlMsgPtr build_reconfigure_message(int family, std::uint32_t index, const std::vector<int>& fds) {
+NlMsgPtr build_reconfigure_message(int family, std::uint32_t index, const std::vector<int>& fds,
+                                   const std::string& backend) {
   NlMsgPtr msg = new_message(family, NBD_CMD_RECONFIGURE);
   check_put(nla_put_u32(msg.get(), NBD_ATTR_INDEX, index));
+  if (!backend.empty()) check_put(nla_put_string(msg.get(), NBD_ATTR_BACKEND_IDENTIFIER, backend.c_str()));
   put_sockets(msg.get(), fds);
   return msg;
 }
@@ -234,8 +236,8 @@ std::uint32_t NetlinkNbd::connect(const NbdConnectRequest& request) {
   return *index;
 }
 
-void NetlinkNbd::reconfigure(std::uint32_t index, const std::vector<int>& socket_fds) {
-  NlMsgPtr msg = build_reconfigure_message(family_, index, socket_fds);
+void NetlinkNbd::reconfigure(std::uint32_t index, const std::vector<int>& socket_fds, const std::string& backend) {
+  NlMsgPtr msg = build_reconfigure_message(family_, index, socket_fds, backend);
   const int error = transact(sock_, msg.get(), nullptr);
   if (error != 0) fail(NBD_CMD_RECONFIGURE, error, index);
 }

@@ -54,8 +54,11 @@ class KernelNbd {
   virtual ~KernelNbd() = default;
   // Returns the index of the device the kernel connected.
   virtual std::uint32_t connect(const NbdConnectRequest& request) = 0;
-  // Each fd replaces one dead connection; ENOSPC when none is dead.
-  virtual void reconfigure(std::uint32_t index, const std::vector<int>& socket_fds) = 0;
+  // Each fd replaces one dead connection (the kernel ignores fds beyond the dead ones).
+  // `backend` must repeat the connect's backend identifier: the kernel refuses a
+  // reconfigure without it ("must specify backend", EINVAL) once one was set.
+  virtual void reconfigure(std::uint32_t index, const std::vector<int>& socket_fds,
+                           const std::string& backend) = 0;
   virtual void disconnect(std::uint32_t index) = 0;
   virtual std::vector<NbdDeviceStatus> status(std::optional<std::uint32_t> index) = 0;
 };
@@ -66,7 +69,8 @@ struct NlMsgDeleter {
 using NlMsgPtr = std::unique_ptr<nl_msg, NlMsgDeleter>;
 
 NlMsgPtr build_connect_message(int family, const NbdConnectRequest& request);
-NlMsgPtr build_reconfigure_message(int family, std::uint32_t index, const std::vector<int>& socket_fds);
+NlMsgPtr build_reconfigure_message(int family, std::uint32_t index, const std::vector<int>& socket_fds,
+                                   const std::string& backend);
 NlMsgPtr build_disconnect_message(int family, std::uint32_t index);
 NlMsgPtr build_status_message(int family, std::optional<std::uint32_t> index);
 // NBD_ATTR_DEVICE_LIST of a status reply.
@@ -89,7 +93,7 @@ class NetlinkNbd final : public KernelNbd {
   NetlinkNbd& operator=(const NetlinkNbd&) = delete;
 
   std::uint32_t connect(const NbdConnectRequest& request) override;
-  void reconfigure(std::uint32_t index, const std::vector<int>& socket_fds) override;
+  void reconfigure(std::uint32_t index, const std::vector<int>& socket_fds, const std::string& backend) override;
   void disconnect(std::uint32_t index) override;
   std::vector<NbdDeviceStatus> status(std::optional<std::uint32_t> index) override;
 

@@ -38,7 +38,10 @@ Supervisor::Supervisor(Options options, KernelNbd& kernel, Connector connector, 
       next_renew_(now + options.renew_interval) {}
 
 bool Supervisor::is_lease_refusal(std::string_view message) {
-  return message.find("NBD_REP_ERR_POLICY") != std::string_view::npos;
+  // "the lease on volume ... is being broken ...; try again shortly" is transient: the
+  // next attempt learns whether it was ours ("was broken": final) or not.
+  return message.find("NBD_REP_ERR_POLICY") != std::string_view::npos &&
+         message.find("try again") == std::string_view::npos;
 }
 
 bool Supervisor::is_broken_lease(std::string_view message) {
@@ -86,7 +89,7 @@ void Supervisor::attempt(TimePoint now) {
       return;
     }
     try {
-      kernel_.reconfigure(options_.index, {fd.get()});
+      kernel_.reconfigure(options_.index, {fd.get()}, options_.backend);
     } catch (const KernelNbdError& e) {
       if (e.error() == ENOSPC) {
         // Nothing dead any more: our count was ahead of the kernel.

@@ -37,6 +37,7 @@ class Supervisor {
   struct Options {
     std::uint32_t index = 0;
     int connections = 1;
+    std::string backend;  // the connect's NBD_ATTR_BACKEND_IDENTIFIER, repeated on reconfigure
     bool renew = true;  // false: no control API (--server nbd://), GO admission only
     std::chrono::milliseconds renew_interval{std::chrono::seconds(20)};
     std::chrono::milliseconds backoff_initial{100};
@@ -65,7 +66,8 @@ class Supervisor {
   int reconnects() const { return reconnects_; }
   std::uint32_t index() const { return options_.index; }
 
-  // An NbdError text meaning the server refused us by lease policy: final.
+  // An NbdError text meaning the server refused us by lease policy: final (unless the
+  // server says to try again: a break still draining).
   static bool is_lease_refusal(std::string_view message);
   // A control API error meaning our lease was broken: final.
   static bool is_broken_lease(std::string_view message);

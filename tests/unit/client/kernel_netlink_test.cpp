@@ -94,10 +94,13 @@ TEST(KernelNetlink, ConnectWithoutIndexLetsTheKernelChoose) {
 }
 
 TEST(KernelNetlink, ReconfigureNamesTheDeviceAndTheNewSockets) {
-  NlMsgPtr msg = build_reconfigure_message(kFamily, 5, {11});
+  NlMsgPtr msg = build_reconfigure_message(kFamily, 5, {11}, "nbd://h:1/d");
   Parsed p = parse(msg.get());
   EXPECT_EQ(p.gnlh->cmd, NBD_CMD_RECONFIGURE);
   EXPECT_EQ(nla_get_u32(p.tb[NBD_ATTR_INDEX]), 5U);
+  // nbd_genl_reconfigure refuses a device with a backend unless the same one is named.
+  ASSERT_NE(p.tb[NBD_ATTR_BACKEND_IDENTIFIER], nullptr);
+  EXPECT_STREQ(nla_get_string(p.tb[NBD_ATTR_BACKEND_IDENTIFIER]), "nbd://h:1/d");
   EXPECT_EQ(socket_fds(p.tb[NBD_ATTR_SOCKETS]), (std::vector<int>{11}));
   EXPECT_EQ(p.tb[NBD_ATTR_SIZE_BYTES], nullptr);
 }

@@ -26,8 +26,9 @@ using State = Supervisor::State;
 class FakeKernel : public KernelNbd {
  public:
   std::uint32_t connect(const NbdConnectRequest&) override { return 0; }
-  void reconfigure(std::uint32_t index, const std::vector<int>& fds) override {
+  void reconfigure(std::uint32_t index, const std::vector<int>& fds, const std::string& backend) override {
     reconfigured.push_back(index);
+    EXPECT_EQ(backend, "nbd://127.0.0.1:10809/disk?holder=node-a");
     if (dead == 0) throw KernelNbdError("no dead connection", ENOSPC);
     dead -= static_cast<int>(fds.size());
   }
@@ -61,6 +62,7 @@ struct SupervisorTest : ::testing::Test {
     Supervisor::Options o;
     o.index = 0;
     o.connections = connections;
+    o.backend = "nbd://127.0.0.1:10809/disk?holder=node-a";
     o.renew = renew;
     o.renew_interval = 20s;
     o.backoff_initial = 100ms;
@@ -156,6 +158,20 @@ TEST_F(SupervisorTest, RefusedBecauseBrokenDisconnectsForGood) {
   EXPECT_EQ(kernel.disconnected.size(), 1U);
 }
 
+TEST_F(SupervisorTest, BreakStillDrainingIsRetriedThenFinal) {
+  Supervisor s = make();
+  kernel.dead = 2;
+  s.on_link_dead(t0);
+  connects = {"NBD_REP_ERR_POLICY (refused by policy): the lease on volume \"disk\" is being broken; try again shortly",
+              "NBD_REP_ERR_POLICY (refused by policy): the lease of \"node-a\" on volume \"disk\" was broken"};
+  const auto next = s.tick(t0);
+  EXPECT_EQ(s.state(), State::kReconnecting);
+  EXPECT_TRUE(kernel.disconnected.empty());
+  s.tick(next);
+  EXPECT_EQ(s.state(), State::kBroken);
+  EXPECT_EQ(kernel.disconnected, std::vector<std::uint32_t>{0});
+}
+
 TEST_F(SupervisorTest, RenewsOnScheduleAndRetriesSoonAfterAFailure) {
   Supervisor s = make();
   EXPECT_EQ(s.tick(t0), t0 + 20s);
@@ -193,6 +209,9 @@ TEST_F(SupervisorTest, DetachDisconnects) {
 TEST(SupervisorClassify, Refusals) {
   EXPECT_TRUE(Supervisor::is_lease_refusal("refused export \"d\": NBD_REP_ERR_POLICY (x): held by node-b"));
   EXPECT_FALSE(Supervisor::is_lease_refusal("Connection refused"));
+  EXPECT_FALSE(Supervisor::is_lease_refusal(
+      "NBD_REP_ERR_POLICY (refused by policy): the lease on volume \"disk\" is being broken (generation 2, waiting "
+      "for 1 connection(s) of the old holder to close); try again shortly"));
   EXPECT_TRUE(Supervisor::is_broken_lease("the lease of \"a\" on volume \"d\" was broken"));
   EXPECT_FALSE(Supervisor::is_broken_lease("volume \"d\" does not exist"));
 }
