@@ -6,6 +6,7 @@
 
 #include "client/control_error.h"
 #include "client/nbd_error.h"
+#include "tools/attach_commands.h"
 #include "tools/commands.h"
 #include "tools/lease_commands.h"
 #include "tools/usage_error.h"
@@ -95,6 +96,7 @@ void add_commands(CLI::App& app, Parsed& p) {
   app.add_subcommand("status", "Show blockd's status: version, listeners, volumes")->callback([&p] {
     show_status(p.global);
   });
+  add_attach_commands(app, p.global);
   add_lease_commands(app, p.global);
 }
 
