@@ -68,12 +68,19 @@ class NotifySocket:
         self.sock.close()
 
 
-def greeted(host, port):
+def greeted(host, port, timeout=10):
+    """True when a connection is accepted and blockd's greeting arrives; else the error."""
     try:
-        with socket.create_connection((host, port), timeout=5) as s:
-            return s.recv(8) == b"NBDMAGIC"
-    except OSError:
-        return False
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            data = b""
+            while len(data) < 8:
+                chunk = s.recv(8 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            return True if data == b"NBDMAGIC" else f"greeting {data!r}"
+    except OSError as e:
+        return repr(e)
 
 
 def check_notify(c, d):
@@ -202,7 +209,7 @@ def check_socket_activation(c, d):
 def wait_greeting(port, seconds=20):
     wait = fx.deadline(seconds)
     while wait():
-        if greeted("127.0.0.1", port):
+        if greeted("127.0.0.1", port) is True:
             return True
         time.sleep(0.1)
     return False
