@@ -23,8 +23,8 @@ BLOCKD = os.environ.get("BLOCKD_BIN", str(REPO / "build" / "server" / "blockd"))
 BLOCKCTL = os.environ.get("BLOCKCTL_BIN", str(Path(BLOCKD).resolve().parents[1] / "tools" / "blockctl"))
 
 STEPS = [
-    "modprobe-nbd", "blockd-start", "volume-create", "attach-a", "two-connections",
-    "attached-a", "mkfs-ext4", "mount", "write-fsync", "readback",
+    "says-modprobe", "modprobe-nbd", "blockd-start", "volume-create", "attach-a", "two-connections",
+    "attached-a", "device-busy", "mkfs-ext4", "mount", "write-fsync", "readback",
     "writer-started", "blockd-sigkill", "blockd-restart", "reconnected", "writer-no-io-error",
     "verify-after-restart", "attached-after-restart", "second-holder-refused",
     "umount", "e2fsck-clean", "mount-again", "write-before-break", "lease-break",
@@ -46,6 +46,12 @@ abort() {
     exit 1
 }
 
+says_modprobe() {
+    blockctl attach disk --server nbd://127.0.0.1:10809 > /tmp/no-module.out 2>&1; rc=$?
+    cat /tmp/no-module.out; echo "exit $rc"
+    [ $rc -eq 1 ] && grep -q "modprobe nbd" /tmp/no-module.out
+}
+step says-modprobe says_modprobe
 step modprobe-nbd modprobe nbd || abort
 
 start_blockd() {
@@ -93,6 +99,12 @@ attached_is() {
 }
 step attached-a attached_is /dev/nbd0 attached node-a
 cat /sys/block/nbd0/backend /sys/block/nbd0/pid
+busy() {
+    blockctl attach disk --holder node-a --device /dev/nbd0 > /tmp/busy.out 2>&1; rc=$?
+    cat /tmp/busy.out; echo "exit $rc"
+    [ $rc -eq 1 ] && grep -q "/dev/nbd0 is busy" /tmp/busy.out
+}
+step device-busy busy
 
 step mkfs-ext4 mkfs.ext4 -F -q /dev/nbd0 || abort
 step mount mount -t ext4 /dev/nbd0 $MNT || abort
