@@ -93,9 +93,9 @@ void add_commands(CLI::App& app, Parsed& p) {
   CLI::App* klass = app.add_subcommand("class", "Storage classes");
   klass->require_subcommand(1);
   klass->add_subcommand("list", "List storage classes")->alias("ls")->callback([&p] { class_list(p.global); });
-  app.add_subcommand("status", "Show blockd's status: version, listeners, volumes")->callback([&p] {
-    show_status(p.global);
-  });
+  app.add_subcommand("status",
+                     "Show blockd's status: version, listeners, volumes, holders, connections, rates since the last call")
+      ->callback([&p] { show_status(p.global); });
   add_attach_commands(app, p.global);
   add_lease_commands(app, p.global);
 }

@@ -187,10 +187,4 @@ void class_list(const GlobalOptions& g) {
   std::cout << render_class_table(list);
 }
 
-void show_status(const GlobalOptions& g) {
-  const auto status = connect(g).status();
-  if (g.output == OutputFormat::kJson) return print_json(status);
-  std::cout << render_status(status, now());
-}
-
 }  // namespace blockd::tools

@@ -46,6 +46,7 @@ void volume_delete(const GlobalOptions& g, const std::string& name);
 void volume_import(const GlobalOptions& g, const CopyOptions& o);
 void volume_export(const GlobalOptions& g, const CopyOptions& o);
 void class_list(const GlobalOptions& g);
+// In status_command.cpp.
 void show_status(const GlobalOptions& g);
 
 }  // namespace blockd::tools

@@ -139,7 +139,8 @@ std::string render_class_table(const v1::ListStorageClassesResponse& list) {
   return table.render();
 }
 
-std::string render_status(const v1::StatusResponse& s, std::int64_t now_seconds) {
+std::string render_status_summary(const v1::StatusResponse& s, std::int64_t,
+                                  const std::vector<std::pair<std::string, std::string>>& extra_rows) {
   std::string listen;
   for (const std::string& a : s.nbd_listen()) listen += (listen.empty() ? "" : ", ") + a;
   std::uint64_t total = 0;
@@ -156,8 +157,13 @@ std::string render_status(const v1::StatusResponse& s, std::int64_t now_seconds)
   table.add_row({"Workers:", std::to_string(s.workers())});
   table.add_row({"Volumes:", std::to_string(s.volumes_size()) + " (" + common::format_size(total) + "), " +
                                  std::to_string(connections) + " connection(s)"});
+  for (const auto& [key, value] : extra_rows) table.add_row({key, value});
   std::string text = table.render();
-  text = text.substr(text.find('\n') + 1);
+  return text.substr(text.find('\n') + 1);
+}
+
+std::string render_status(const v1::StatusResponse& s, std::int64_t now_seconds) {
+  std::string text = render_status_summary(s, now_seconds);
   if (s.volumes_size() > 0) {
     v1::ListVolumesResponse list;
     *list.mutable_volumes() = s.volumes();

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/proto/blockd.pb.h"
 
@@ -25,5 +27,8 @@ std::string render_volume_table(const v1::ListVolumesResponse& list, std::int64_
 std::string render_volume_details(const v1::Volume& volume, std::int64_t now_seconds);
 std::string render_class_table(const v1::ListStorageClassesResponse& list);
 std::string render_status(const v1::StatusResponse& status, std::int64_t now_seconds);
+// The key/value lines of `status` without the volume table, then `extra_rows` ("Key:", value).
+std::string render_status_summary(const v1::StatusResponse& status, std::int64_t now_seconds,
+                                  const std::vector<std::pair<std::string, std::string>>& extra_rows = {});
 
 }  // namespace blockd::tools
