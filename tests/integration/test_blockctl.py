@@ -18,10 +18,13 @@
               node-a's next write fails; node-b reads what node-a had flushed; release, acquire
               (re-admits the broken node-a) and renew with --ttl, checked against the API's
               expiresAt; unknown volume, bad holder, bad --ttl, a holder that holds nothing
+  status      around libnbd writes as holder node-r: holder, 1 connection, WRITE/s > 0, then 0 with no
+              I/O; rate x interval is exactly the workload (-o json); a bad state file is ignored
   peer        import/export with --nbd against qemu-nbd (another server's NBD, not blockd's):
               byte-identical round trip, qemu-nbd's file stays sparse
 
 Environment: BLOCKCTL_BIN (default build/tools/blockctl), BLOCKD_BIN (see blockd_fixture).
+blockctl runs with BLOCKCTL_STATE_DIR in the test's temp dir (status's state file).
 """
 import calendar
 import hashlib
@@ -50,6 +53,8 @@ IMAGE_SIZE = 48 * MiB
 # 127.0.0.1 vs a Unix-socket client) is refused meanwhile. A short grace and settle()
 # between such steps keep the test about blockctl, not about lease timing.
 LEASE_GRACE = 0.5
+# BLOCKCTL_STATE_DIR for every blockctl run (set in run_all).
+STATE_DIR = None
 
 
 def blockd_extra():
@@ -74,6 +79,8 @@ class Blockctl:
     def __call__(self, *args, stdin=None, timeout=120, server=True):
         env = dict(os.environ)
         env["PATH"] = fx.SYSTEM_PATH + ":" + env.get("PATH", "")
+        if STATE_DIR:  # blockctl status keeps its previous sample here, not in the real place
+            env["BLOCKCTL_STATE_DIR"] = STATE_DIR
         if server:
             env["BLOCKD_SERVER"] = self.server
         else:
@@ -451,6 +458,87 @@ def check_leases(c, ctl, b):
          "release with the default holder", r.out + r.err)
 
 
+STATUS_COLUMNS = ["NAME", "SIZE", "HOLDER(S)", "CONNECTIONS", "READ/s", "WRITE/s", "READ MB/s", "WRITE MB/s", "ERRORS"]
+
+
+def status_row(c, out, volume):
+    """The volume's row of `blockctl status` as {column: text}; columns are 2+ spaces apart."""
+    lines = out.splitlines()
+    header = [i for i, line in enumerate(lines) if line.startswith("NAME ")]
+    c.require(len(header) == 1 and re.split(r"\s{2,}", lines[header[0]].strip()) == STATUS_COLUMNS,
+              "status prints the volume table with its columns", out)
+    for line in lines[header[0] + 1:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells and cells[0] == volume:
+            c.require(len(cells) == len(STATUS_COLUMNS), f"status row of {volume} has every column", line)
+            return dict(zip(STATUS_COLUMNS, cells))
+    raise fx.TestFailure(f"no status row for {volume}:\n{out}")
+
+
+def json_volume(status, name):
+    return [v for v in status["volumes"] if v["name"] == name][0]
+
+
+def check_status_rates(c, ctl, b):
+    """blockctl status: holders, connections and rates since the last call, around libnbd writes."""
+    state_file = os.path.join(STATE_DIR, f"blockctl-status-{os.getuid()}.json")
+    r = ctl("volume", "create", "rates", "--size", "16MiB")
+    c.require(r.returncode == 0, "create a volume for the status scenario", r.err)
+    if os.path.exists(state_file):
+        os.unlink(state_file)
+    r = ctl("status")
+    row = status_row(c, r.out, "rates")
+    c.ok(r.returncode == 0 and r.out.count("rates from the next call on") == 1 and "first call" in r.out and
+         row["HOLDER(S)"] == "-" and row["CONNECTIONS"] == "0" and row["WRITE/s"] == "-" and row["ERRORS"] == "-",
+         "first status: no holder, 0 connections, rates '-' and 'rates from the next call on' once", r.out + r.err)
+    c.ok(os.path.isfile(state_file) and "rates" in json.load(open(state_file))["servers"][ctl.server]["volumes"],
+         "the sample is kept in BLOCKCTL_STATE_DIR, per server address", state_file)
+
+    h = nbd.NBD()
+    h.set_export_name("rates?holder=node-r")
+    h.connect_tcp("127.0.0.1", str(b.port))
+    try:
+        for i in range(100):
+            h.pwrite(b"\xab" * 4096, i * 4096)
+        time.sleep(0.1)
+        r = ctl("status")
+        row = status_row(c, r.out, "rates")
+        c.ok(r.returncode == 0 and row["HOLDER(S)"] == "node-r" and row["CONNECTIONS"] == "1" and
+             float(row["WRITE/s"]) > 0 and float(row["WRITE MB/s"]) > 0 and float(row["READ/s"]) == 0 and
+             row["ERRORS"] == "0" and "since the last call" in r.out and "next call" not in r.out,
+             "second status after 100 writes of 4 KiB: holder node-r, 1 connection, a nonzero WRITE/s", r.out)
+
+        s = ctl.json("status")
+        v = json_volume(s, "rates")
+        rates = v.get("rates") or {}
+        c.ok(rates.get("writesPerSecond") == 0 and rates.get("writeBytesPerSecond") == 0 and
+             rates.get("intervalSeconds", 0) > 0 and v["status"]["lease"]["holders"][0]["holder"] == "node-r" and
+             v["status"]["connections"] == 1,
+             "third status (-o json) with no I/O: write rate 0, the API's status JSON plus rates", json.dumps(v))
+
+        for i in range(50):
+            h.pwrite(b"\xcd" * 4096, i * 4096)
+        h.pread(8192, 0)
+        rates = json_volume(ctl.json("status"), "rates")["rates"]
+        t = rates["intervalSeconds"]
+        c.ok(abs(rates["writesPerSecond"] * t - 50) < 1e-6 and abs(rates["writeBytesPerSecond"] * t - 50 * 4096) < 1e-3
+             and abs(rates["readsPerSecond"] * t - 1) < 1e-6 and abs(rates["readBytesPerSecond"] * t - 8192) < 1e-3
+             and rates["errors"] == 0,
+             "rate x interval is exactly the workload: 50 writes, 200 KiB, 1 read of 8 KiB", json.dumps(rates))
+    finally:
+        h.shutdown()
+
+    with open(state_file, "w") as f:
+        f.write("{not json")
+    r = ctl("status")
+    c.ok(r.returncode == 0 and "rates from the next call on" in r.out and status_row(c, r.out, "rates")["WRITE/s"] == "-",
+         "an unreadable state file is ignored", r.out + r.err)
+    c.ok(ctl.server in json.load(open(state_file))["servers"], "and replaced by a good one (atomically)")
+    c.eq([n for n in os.listdir(STATE_DIR) if n != os.path.basename(state_file)], [], "no temp files left behind")
+    settle()
+    c.eq(ctl("volume", "delete", "rates").returncode, 0, "delete the status scenario's volume")
+
+
 def check_help_and_completion(c, ctl):
     for cmd in ([], ["volume"], ["volume", "create"], ["volume", "list"], ["volume", "show"],
                 ["volume", "resize"], ["volume", "delete"], ["volume", "import"], ["volume", "export"],
@@ -528,6 +616,9 @@ def body(c):
 
 
 def run_all(c, work):
+    global STATE_DIR
+    STATE_DIR = os.path.join(work, "blockctl-state")
+    os.mkdir(STATE_DIR)
     state = os.path.join(work, "state")
     os.mkdir(state)
     b = fx.Blockd(state_dir=state, extra=blockd_extra()).start()
@@ -538,6 +629,7 @@ def run_all(c, work):
     check_peer_server(c, work, os.path.join(work, "src.raw"))
     check_bad_inputs(c, ctl2, b2)
     check_leases(c, ctl2, b2)
+    check_status_rates(c, ctl2, b2)
     check_help_and_completion(c, ctl2)
     settle()
     r = ctl2("volume", "delete", "disk")
