@@ -4,9 +4,11 @@
 #include <boost/asio/ip/address.hpp>
 #include <cstdio>
 #include <iostream>
+#include <tuple>
 #include <sys/stat.h>
 
 #include "common/logging.h"
+#include "common/names.h"
 #include "common/size.h"
 #include "server/config_file.h"
 
@@ -32,14 +34,8 @@ std::vector<std::string> split(const std::string& text, char separator) {
 }  // namespace
 
 bool is_valid_volume_name(const std::string& name) {
-  // A DNS label (RFC 1123), as Kubernetes object names: 1-63 of [a-z0-9-], starting
-  // and ending alphanumeric.
-  if (name.empty() || name.size() > 63) return false;
-  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  if (!alnum(name.front()) || !alnum(name.back())) return false;
-  for (char c : name)
-    if (!alnum(c) && c != '-') return false;
-  return true;
+  // One rule for every name blockd accepts (common/names.h).
+  return common::is_dns_label(name);
 }
 
 std::optional<ListenAddress> parse_listen_address(const std::string& text, std::string& error) {
@@ -258,20 +254,16 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
     if (!address) return fail("--listen " + error);
     config.listen.push_back(*address);
   }
-  if (!control_listen.empty()) {
+  // --control-listen and --metrics-listen: TCP only (the Unix socket is --control-socket).
+  for (auto [flag, text, target] : {std::tuple{"--control-listen", &control_listen, &config.control_listen},
+                                    std::tuple{"--metrics-listen", &metrics_listen, &config.metrics_listen}}) {
+    if (text->empty()) continue;
     std::string error;
-    auto address = parse_listen_address(control_listen, error);
-    if (!address) return fail("--control-listen " + error);
+    auto address = parse_listen_address(*text, error);
+    if (!address) return fail(std::string(flag) + " " + error);
     if (address->kind != ListenAddress::Kind::kTcp)
-      return fail("--control-listen takes a TCP address; the Unix socket is --control-socket PATH");
-    config.control_listen = *address;
-  }
-  if (!metrics_listen.empty()) {
-    std::string error;
-    auto address = parse_listen_address(metrics_listen, error);
-    if (!address) return fail("--metrics-listen " + error);
-    if (address->kind != ListenAddress::Kind::kTcp) return fail("--metrics-listen takes a TCP address");
-    config.metrics_listen = *address;
+      return fail(std::string(flag) + " takes a TCP address; the Unix socket is --control-socket PATH");
+    *target = *address;
   }
   for (const auto& text : volumes) {
     std::string error;
