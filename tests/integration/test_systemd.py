@@ -100,6 +100,9 @@ def check_notify(c, d):
         wait = fx.deadline(20)
         while wait() and notify.count("READY=1") == 0:
             time.sleep(0.05)
+        # The check runs in the notify thread the moment READY=1 arrives; wait for it.
+        while wait() and not ready_serves:
+            time.sleep(0.05)
         c.eq(notify.count("READY=1"), 1, "READY=1 is sent once")
         c.ok(ready_serves == [True], "when READY=1 arrives, blockd already accepts NBD connections", ready_serves)
         ready_text = [m for _, m in notify.messages if "READY=1" in m]
