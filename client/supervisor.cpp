@@ -21,6 +21,7 @@ const char* to_string(Supervisor::State state) {
     case Supervisor::State::kAttached: return "attached";
     case Supervisor::State::kReconnecting: return "reconnecting";
     case Supervisor::State::kBroken: return "broken";
+    case Supervisor::State::kFailed: return "failed";
     case Supervisor::State::kDetached: return "detached";
   }
   return "?";
@@ -49,7 +50,14 @@ bool Supervisor::is_broken_lease(std::string_view message) {
 }
 
 void Supervisor::on_link_dead(TimePoint now) {
-  if (state_ == State::kBroken || state_ == State::kDetached) return;
+  if (state_ == State::kBroken || state_ == State::kFailed || state_ == State::kDetached) return;
+  if (!options_.replace_connections) {
+    dead_ = std::min(dead_ + 1, options_.connections);
+    log_("a connection of /dev/nbd" + std::to_string(options_.index) + " died (" + std::to_string(dead_) + " of " +
+         std::to_string(options_.connections) +
+         " dead); the ioctl interface cannot replace it: I/O goes on over the others while any is left");
+    return;
+  }
   // More notifications than connections mean a replaced socket died again before we
   // heard of the first death; the kernel's ENOSPC tells us when none is left dead.
   dead_ = std::min(dead_ + 1, options_.connections);
@@ -62,12 +70,42 @@ void Supervisor::on_link_dead(TimePoint now) {
        std::to_string(options_.connections) + " dead); reconnecting");
 }
 
+void Supervisor::on_device_ended(TimePoint) {
+  if (state_ == State::kBroken || state_ == State::kFailed || state_ == State::kDetached) return;
+  const std::string device = "/dev/nbd" + std::to_string(options_.index);
+  // Why did every connection go? One handshake says whether it is the lease: a fenced
+  // holder is refused by policy ("was broken", or "being broken" while the break drains;
+  // either way the lease is not ours any more).
+  std::string why;
+  try {
+    common::UniqueFd probe = connector_();
+    why = "the server is reachable again, but";
+  } catch (const std::exception& e) {
+    if (std::string_view(e.what()).find("NBD_REP_ERR_POLICY") != std::string_view::npos) {
+      state_ = State::kBroken;
+      reason_ = e.what();
+      dead_ = 0;
+      log_("the lease is lost (" + reason_ + "): " + device + " has stopped for good; its I/O fails from now on");
+      return;
+    }
+    why = std::string("the server cannot be reached (") + e.what() + ") and";
+  }
+  state_ = State::kFailed;
+  dead_ = options_.connections;
+  reason_ = "every connection of " + device + " to the server was lost; " + why +
+            " the ioctl interface cannot give the kernel new connections, so its I/O fails: detach it and "
+            "attach again";
+  log_(reason_);
+}
+
 Supervisor::TimePoint Supervisor::tick(TimePoint now) {
   if (state_ == State::kReconnecting && now >= next_attempt_) attempt(now);
   if (options_.renew && (state_ == State::kAttached || state_ == State::kReconnecting) && now >= next_renew_) {
     renew(now);
   }
-  if (state_ == State::kBroken || state_ == State::kDetached) return now + std::chrono::hours(1);
+  if (state_ == State::kBroken || state_ == State::kFailed || state_ == State::kDetached) {
+    return now + std::chrono::hours(1);
+  }
   TimePoint next = options_.renew ? next_renew_ : now + std::chrono::hours(1);
   if (state_ == State::kReconnecting) next = std::min(next, next_attempt_);
   return next;
@@ -146,7 +184,8 @@ void Supervisor::fence(const std::string& why) {
 
 void Supervisor::detach() {
   if (state_ == State::kDetached) return;
-  if (state_ != State::kBroken) kernel_.disconnect(options_.index);
+  // Broken: disconnected already. Failed: the kernel ended the device itself.
+  if (state_ != State::kBroken && state_ != State::kFailed) kernel_.disconnect(options_.index);
   state_ = State::kDetached;
 }
 

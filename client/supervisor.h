@@ -12,6 +12,11 @@
 //   now someone else's), or a renewal refused because the lease was broken, is final:
 //   the device is disconnected (NBD_CMD_DISCONNECT), so its I/O fails from then on,
 //   and the supervisor says why (state kBroken, reason()).
+// - With the ioctl interface (Options::replace_connections false) nothing can be
+//   replaced: a link-dead notice is only logged, and when the kernel ends the device on
+//   its own (NBD_DO_IT returned: every connection gone) on_device_ended() tells why with
+//   one probe connection: refused by lease policy -> kBroken, anything else -> kFailed
+//   (final too: the device's I/O fails; detach and attach again).
 //
 // Thread affinity: one thread; the connector and renewer block that thread.
 #pragma once
@@ -32,13 +37,15 @@ class Supervisor {
   using Clock = std::chrono::steady_clock;
   using TimePoint = Clock::time_point;
 
-  enum class State { kAttached, kReconnecting, kBroken, kDetached };
+  enum class State { kAttached, kReconnecting, kBroken, kFailed, kDetached };
 
   struct Options {
     std::uint32_t index = 0;
     int connections = 1;
     std::string backend;  // the connect's NBD_ATTR_BACKEND_IDENTIFIER, repeated on reconfigure
     bool renew = true;  // false: no control API (--server nbd://), GO admission only
+    // false: the ioctl interface, which cannot hand the kernel a new connection
+    bool replace_connections = true;
     std::chrono::milliseconds renew_interval{std::chrono::seconds(20)};
     std::chrono::milliseconds backoff_initial{100};
     std::chrono::milliseconds backoff_max{std::chrono::seconds(2)};
@@ -55,6 +62,8 @@ class Supervisor {
 
   // NBD_CMD_LINK_DEAD for our device: one of its connections died.
   void on_link_dead(TimePoint now);
+  // The kernel ended the device by itself (ioctl: NBD_DO_IT returned without a detach).
+  void on_device_ended(TimePoint now);
   // Does what is due at `now`; returns when it wants to be called next.
   TimePoint tick(TimePoint now);
   // Disconnects the device (detach); no more reconnects.

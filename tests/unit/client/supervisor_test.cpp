@@ -58,10 +58,11 @@ struct SupervisorTest : ::testing::Test {
   int renew_calls = 0;
   std::vector<std::string> logs;
 
-  Supervisor make(int connections = 2, bool renew = true) {
+  Supervisor make(int connections = 2, bool renew = true, bool replace_connections = true) {
     Supervisor::Options o;
     o.index = 0;
     o.connections = connections;
+    o.replace_connections = replace_connections;
     o.backend = "nbd://127.0.0.1:10809/disk?holder=node-a";
     o.renew = renew;
     o.renew_interval = 20s;
@@ -214,6 +215,57 @@ TEST(SupervisorClassify, Refusals) {
       "for 1 connection(s) of the old holder to close); try again shortly"));
   EXPECT_TRUE(Supervisor::is_broken_lease("the lease of \"a\" on volume \"d\" was broken"));
   EXPECT_FALSE(Supervisor::is_broken_lease("volume \"d\" does not exist"));
+}
+
+// The ioctl interface: nothing can be replaced.
+TEST_F(SupervisorTest, IoctlLinkDeadIsOnlyLogged) {
+  Supervisor s = make(2, true, false);
+  s.on_link_dead(t0);
+  EXPECT_EQ(s.state(), State::kAttached);
+  EXPECT_EQ(s.dead_connections(), 1);
+  s.tick(t0 + 1s);
+  EXPECT_EQ(connect_calls, 0);
+  EXPECT_TRUE(kernel.reconfigured.empty());
+  EXPECT_NE(logs.back().find("cannot replace"), std::string::npos) << logs.back();
+}
+
+TEST_F(SupervisorTest, IoctlDeviceEndedWithServerDownIsFailedAndFinal) {
+  Supervisor s = make(2, true, false);
+  connects = {"cannot connect to the NBD server at nbd://127.0.0.1:10809: Connection refused"};
+  s.on_device_ended(t0);
+  EXPECT_EQ(s.state(), State::kFailed);
+  EXPECT_EQ(connect_calls, 1);  // one probe, no retries
+  EXPECT_NE(s.reason().find("Connection refused"), std::string::npos) << s.reason();
+  EXPECT_NE(s.reason().find("ioctl interface cannot"), std::string::npos) << s.reason();
+  EXPECT_EQ(s.tick(t0 + 1h), t0 + 2h);  // final: no renewals
+  EXPECT_EQ(renew_calls, 0);
+  s.on_link_dead(t0 + 1h);
+  s.on_device_ended(t0 + 1h);
+  EXPECT_EQ(connect_calls, 1);
+  s.detach();  // the kernel ended the device itself: no NBD_DISCONNECT
+  EXPECT_TRUE(kernel.disconnected.empty());
+  EXPECT_EQ(s.state(), State::kDetached);
+}
+
+TEST_F(SupervisorTest, IoctlDeviceEndedWithServerBackIsStillFailed) {
+  Supervisor s = make(1, true, false);
+  s.on_device_ended(t0);  // the probe connects
+  EXPECT_EQ(s.state(), State::kFailed);
+  EXPECT_NE(s.reason().find("reachable again"), std::string::npos) << s.reason();
+}
+
+TEST_F(SupervisorTest, IoctlDeviceEndedByABreakIsBroken) {
+  for (const char* refusal :
+       {"NBD_REP_ERR_POLICY (refused by policy): the lease of \"node-a\" on volume \"disk\" was broken",
+        "NBD_REP_ERR_POLICY (refused by policy): the lease on volume \"disk\" is being broken; try again shortly"}) {
+    Supervisor s = make(2, true, false);
+    connects = {refusal};
+    s.on_device_ended(t0);
+    EXPECT_EQ(s.state(), State::kBroken) << refusal;
+    EXPECT_EQ(s.reason(), refusal);
+    EXPECT_TRUE(kernel.disconnected.empty());
+  }
+  EXPECT_STREQ(to_string(State::kFailed), "failed");
 }
 
 }  // namespace
