@@ -27,9 +27,11 @@
 
 #include "client/control_client.h"
 #include "client/control_error.h"
+#include "client/ioctl_nbd.h"
 #include "client/kernel_nbd.h"
 #include "client/nbd_error.h"
 #include "client/nbd_handshake.h"
+#include "client/nbd_interface.h"
 #include "client/supervisor.h"
 #include "tools/nbd_target.h"
 #include "tools/table.h"
@@ -227,6 +229,8 @@ void attach(const GlobalOptions& g, const AttachOptions& o) {
   if (o.connections < 1 || o.connections > 16) throw UsageError("--connections must be 1..16");
   if (o.timeout < 1) throw UsageError("--timeout must be at least 1 second");
   if (o.dead_conn_timeout < 1) throw UsageError("--dead-conn-timeout must be at least 1 second");
+  const auto requested = client::parse_nbd_interface(o.interface);
+  if (!requested) throw UsageError("--interface must be auto, netlink or ioctl, not \"" + o.interface + "\"");
   std::optional<unsigned> wanted;
   if (!o.device.empty()) {
     wanted = parse_nbd_device(o.device);
@@ -256,8 +260,22 @@ void attach(const GlobalOptions& g, const AttachOptions& o) {
     throw std::runtime_error("the nbd kernel module is not loaded: load it with 'modprobe nbd' "
                              "(and add nbd to /etc/modules-load.d/ to keep it)");
   }
-  client::NetlinkNbd kernel;
-  client::LinkDeadMonitor monitor;  // before CONNECT, so no death goes unheard
+  // Netlink when the kernel has it (reconnects, a device that outlives us), else ioctl.
+  const auto choice = client::choose_nbd_interface(*requested, client::nbd_netlink_available());
+  log_line(choice.log);
+  const bool ioctl_mode = choice.chosen == client::NbdInterface::kIoctl;
+  std::unique_ptr<client::KernelNbd> kernel_owner;
+  client::IoctlNbd* ioctl_kernel = nullptr;
+  std::optional<client::LinkDeadMonitor> monitor;
+  if (ioctl_mode) {
+    auto k = std::make_unique<client::IoctlNbd>();
+    ioctl_kernel = k.get();
+    kernel_owner = std::move(k);
+  } else {
+    kernel_owner = std::make_unique<client::NetlinkNbd>();
+    monitor.emplace();  // before CONNECT, so no death goes unheard
+  }
+  client::KernelNbd& kernel = *kernel_owner;
   if (wanted) {
     for (const auto& s : kernel.status(*wanted)) {
       if (s.connected) {
@@ -341,6 +359,7 @@ void attach(const GlobalOptions& g, const AttachOptions& o) {
                  {"holder", holder},
                  {"mode", mode},
                  {"connections", std::to_string(o.connections)},
+                 {"interface", client::to_string(choice.chosen)},
                  {"pid", std::to_string(::getpid())},
                  {"state", "attached"},
                  {"reason", ""}};
@@ -348,7 +367,9 @@ void attach(const GlobalOptions& g, const AttachOptions& o) {
   std::cout << device << std::endl;
   log_line(device + " attached: volume " + o.volume + " (" + std::to_string(info.size) + " bytes), " +
            std::to_string(o.connections) + " connection(s) to " + address.to_uri() + " in " +
-           std::to_string(attach_ms) + " ms; supervising (detach with: blockctl detach " + device + ")");
+           std::to_string(attach_ms) + " ms over " + client::to_string(choice.chosen) +
+           (ioctl_mode ? " (lost connections are not replaced)" : "") + "; supervising (detach with: blockctl detach " +
+           device + ")");
 
   // Signals arrive through a signalfd, so the loop below is the only thread.
   sigset_t mask;
@@ -364,6 +385,7 @@ void attach(const GlobalOptions& g, const AttachOptions& o) {
   so.connections = o.connections;
   so.backend = address.to_uri();
   so.renew = api.has_value();
+  so.replace_connections = !ioctl_mode;
   so.renew_interval = std::chrono::seconds(std::max(1, o.lease_ttl / 3));
   client::Supervisor supervisor(
       so, kernel, [&] { return handshake(address).fd; },
@@ -393,12 +415,25 @@ void attach(const GlobalOptions& g, const AttachOptions& o) {
       throw std::runtime_error("the lease on volume \"" + o.volume + "\" was lost: " + supervisor.reason() + "; " +
                                device + " is disconnected and its I/O fails");
     }
+    if (supervisor.state() == client::Supervisor::State::kFailed) {
+      throw std::runtime_error(device + " (volume \"" + o.volume + "\") failed: " + supervisor.reason());
+    }
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count();
-    pollfd fds[2] = {{monitor.fd(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
+    // netlink: link-dead notices; ioctl: the end of NBD_DO_IT.
+    pollfd fds[2] = {{monitor ? monitor->fd() : ioctl_kernel->ended_fd(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
     const int rc = ::poll(fds, 2, static_cast<int>(std::clamp<long long>(wait, 0, 60'000)));
     if (rc < 0 && errno != EINTR) throw std::runtime_error(std::string("poll: ") + std::strerror(errno));
-    if (rc > 0 && (fds[0].revents & POLLIN) != 0) {
-      for (std::uint32_t dead : monitor.read_events()) {
+    if (rc > 0 && (fds[0].revents & POLLIN) != 0 && ioctl_kernel != nullptr) {
+      std::uint64_t count = 0;
+      (void)!::read(ioctl_kernel->ended_fd(), &count, sizeof count);
+      if (!ioctl_kernel->disconnect_requested()) {
+        const int error = ioctl_kernel->end_error();
+        log_line("NBD_DO_IT returned: " + device + " has stopped (" +
+                 (error != 0 ? std::string(std::strerror(error)) : std::string("every connection closed")) + ")");
+        supervisor.on_device_ended(client::Supervisor::Clock::now());
+      }
+    } else if (rc > 0 && (fds[0].revents & POLLIN) != 0) {
+      for (std::uint32_t dead : monitor->read_events()) {
         if (dead != index) continue;
         if (!down) {
           down = true;
@@ -463,11 +498,15 @@ void detach(const GlobalOptions& g, const std::string& what) {
       }
     }
   }
-  // No supervisor (it died, or the device was attached by something else): do it here.
-  client::NetlinkNbd kernel;
+  // No supervisor (it died, or the device was attached by something else): do it here,
+  // through the interface it was attached with (netlink when unknown and present).
+  const auto interface =
+      found ? client::parse_nbd_interface(found->second["interface"]).value_or(client::NbdInterface::kAuto)
+            : client::NbdInterface::kAuto;
+  const auto kernel = client::open_kernel_nbd(interface);
   bool connected = false;
-  for (const auto& s : kernel.status(dev)) connected |= s.connected;
-  if (connected) kernel.disconnect(dev);
+  for (const auto& s : kernel->status(dev)) connected |= s.connected;
+  if (connected) kernel->disconnect(dev);
   if (found) {
     const std::string control = found->second["control"];
     // A broken lease is not ours to release any more.
@@ -493,7 +532,7 @@ void detach(const GlobalOptions& g, const std::string& what) {
 
 void attached(const GlobalOptions& g) {
   struct Row {
-    std::string volume, device, server, holder, connections, state, pid;
+    std::string volume, device, server, holder, connections, interface, state, pid;
   };
   std::vector<Row> rows;
   std::map<unsigned, bool> kernel_connected;
@@ -505,6 +544,11 @@ void attached(const GlobalOptions& g) {
       have_kernel = true;
     } catch (const std::exception&) {
     }
+    if (!have_kernel) {
+      // No netlink family (the ioctl interface): sysfs says which devices run.
+      for (const auto& s : client::sysfs_nbd_status("/sys/block", std::nullopt)) kernel_connected[s.index] = s.connected;
+      have_kernel = true;
+    }
   }
   std::map<unsigned, bool> seen;
   for (auto& [path, s] : all_states()) {
@@ -514,17 +558,18 @@ void attached(const GlobalOptions& g) {
                                        : !read_sysfs("/sys/block/nbd" + std::to_string(index) + "/pid").empty();
     std::string state = s["state"];
     const bool alive = process_alive(to_long(s["pid"]));
-    if (state != "broken") {
+    if (state != "broken" && state != "failed") {
       if (!connected) state = "disconnected";
       else if (!alive) state = "unsupervised";
     }
-    rows.push_back({s["volume"], s["device"], s["server"], s["holder"], s["connections"], state, s["pid"]});
+    const std::string interface = s["interface"].empty() ? "netlink" : s["interface"];  // older state files
+    rows.push_back({s["volume"], s["device"], s["server"], s["holder"], s["connections"], interface, state, s["pid"]});
   }
   // Devices connected by something else (nbd-client, a dead blockctl whose state is gone).
   for (const auto& [index, connected] : kernel_connected) {
     if (!connected || seen.count(index)) continue;
     const std::string sys = "/sys/block/nbd" + std::to_string(index);
-    rows.push_back({"-", "/dev/nbd" + std::to_string(index), read_sysfs(sys + "/backend"), "-", "-",
+    rows.push_back({"-", "/dev/nbd" + std::to_string(index), read_sysfs(sys + "/backend"), "-", "-", "-",
                     "connected (not blockctl)", read_sysfs(sys + "/pid")});
   }
   if (g.output == OutputFormat::kJson) {
@@ -534,7 +579,9 @@ void attached(const GlobalOptions& g) {
       std::cout << (i ? "," : "") << "\n    {\"volume\": \"" << json_escape(r.volume) << "\", \"device\": \""
                 << json_escape(r.device) << "\", \"server\": \"" << json_escape(r.server) << "\", \"holder\": \""
                 << json_escape(r.holder) << "\", \"connections\": " << (r.connections == "-" ? "0" : r.connections)
-                << ", \"state\": \"" << json_escape(r.state) << "\", \"pid\": " << to_long(r.pid) << "}";
+                << ", \"interface\": \"" << json_escape(r.interface) << "\", \"replacesConnections\": "
+                << (r.interface == "netlink" ? "true" : "false") << ", \"state\": \"" << json_escape(r.state)
+                << "\", \"pid\": " << to_long(r.pid) << "}";
     }
     std::cout << (rows.empty() ? "" : "\n  ") << "]\n}\n";
     return;
@@ -543,11 +590,19 @@ void attached(const GlobalOptions& g) {
     for (const Row& r : rows) std::cout << r.device << "\n";
     return;
   }
-  Table table({"VOLUME", "DEVICE", "SERVER", "HOLDER", "CONNECTIONS", "STATE"},
+  Table table({"VOLUME", "DEVICE", "SERVER", "HOLDER", "CONNECTIONS", "INTERFACE", "STATE"},
               {Table::Align::kLeft, Table::Align::kLeft, Table::Align::kLeft, Table::Align::kLeft,
-               Table::Align::kRight, Table::Align::kLeft});
-  for (const Row& r : rows) table.add_row({r.volume, r.device, r.server, r.holder, r.connections, r.state});
+               Table::Align::kRight, Table::Align::kLeft, Table::Align::kLeft});
+  bool any_ioctl = false;
+  for (const Row& r : rows) {
+    table.add_row({r.volume, r.device, r.server, r.holder, r.connections, r.interface, r.state});
+    any_ioctl |= r.interface == "ioctl";
+  }
   std::cout << table.render();
+  if (any_ioctl) {
+    std::cout << "ioctl: lost connections are not replaced: a blockd restart or a dropped connection fails the "
+                 "device's I/O, and the device ends with its supervisor\n";
+  }
 }
 
 void add_attach_commands(CLI::App& app, GlobalOptions& g) {
@@ -569,6 +624,10 @@ void add_attach_commands(CLI::App& app, GlobalOptions& g) {
       ->capture_default_str();
   at->add_option("--lease-ttl", o->lease_ttl, "Lease time-to-live in seconds, renewed every third of it")
       ->capture_default_str();
+  at->add_option("--interface", o->interface,
+                 "Kernel interface: auto (netlink when the kernel has it, else ioctl), netlink, or ioctl "
+                 "(lost connections are not replaced)")
+      ->capture_default_str();
   at->callback([&g, o] { attach(g, *o); });
 
   auto target = std::make_shared<std::string>();
@@ -576,7 +635,7 @@ void add_attach_commands(CLI::App& app, GlobalOptions& g) {
   de->add_option("DEVICE_OR_VOLUME", *target, "/dev/nbdN or a volume name")->required();
   de->callback([&g, target] { detach(g, *target); });
 
-  app.add_subcommand("attached", "List attachments: volume, device, server, holder, connections, state")
+  app.add_subcommand("attached", "List attachments: volume, device, server, holder, connections, interface, state")
       ->callback([&g] { attached(g); });
 }
 

@@ -1,8 +1,8 @@
 // blockctl attach / detach / attached: a volume as /dev/nbdN through the kernel's NBD
 // driver (client/kernel_nbd.h), kept alive by client::Supervisor in the foreground.
 // Each attachment has a state file, /run/blockd/attach/nbdN.state (BLOCKD_ATTACH_DIR
-// overrides the directory), holding the supervisor's PID, so `detach` can stop it and
-// `attached` can list it. Throws like every command (commands.h).
+// overrides the directory), holding the supervisor's PID and the kernel interface
+// (netlink, or the ioctl fallback), so `detach` can stop it and `attached` can list it. Throws like every command (commands.h).
 #pragma once
 
 #include <optional>
@@ -26,6 +26,7 @@ struct AttachOptions {
   int timeout = 30;                   // seconds, per request (then requeued on another connection)
   int dead_conn_timeout = 60;         // seconds I/O waits for a reconnect
   int lease_ttl = 60;                 // seconds; renewed every third of it
+  std::string interface = "auto";     // auto | netlink | ioctl (client/nbd_interface.h)
 };
 
 // Runs until detached (SIGTERM/SIGINT/SIGHUP: returns) or the lease is lost (throws:
