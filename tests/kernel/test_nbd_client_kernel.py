@@ -5,6 +5,13 @@ mounted, written, synced, unmounted, read back from the server (caches dropped),
 by e2fsck, and the device is disconnected. blockd and the client share the guest's
 loopback; the guest has no network device.
 
+Then `nbd-client -C 4`, which names no holder, gets the lease rules by its address: the
+lease is held by "127.0.0.1" with 4 connections (one lease, four sessions), a second
+holder's `blockctl attach` is refused naming that holder, ext4 works on it; after
+`nbd-client -d` the lease has no connection and is kept for that address's reconnect for
+blockd's --lease-grace (a stock client cannot release it), then it is free and another
+holder can take it.
+
 Exit 0 pass, 1 fail, 77 only when qemu cannot start on this machine."""
 
 import os
@@ -16,19 +23,24 @@ import vm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCKD = os.environ.get("BLOCKD_BIN", str(REPO / "build" / "server" / "blockd"))
+BLOCKCTL = os.environ.get("BLOCKCTL_BIN", str(Path(BLOCKD).resolve().parents[1] / "tools" / "blockctl"))
 
 STEPS = [
     "ext4-in-kernel", "modprobe-nbd", "blockd-start", "nbd-client-connect", "device-size",
     "two-connections", "mkfs-ext4", "mount", "write-files", "sync", "umount", "drop-caches",
     "mount-again", "verify-checksums", "find-extent", "umount-again",
     "control-corruption-detected", "e2fsck", "nbd-client-disconnect",
-    "device-gone", "backing-file-e2fsck", "blockd-stop",
+    "device-gone", "backing-file-e2fsck",
+    "c4-connect", "c4-four-connections", "c4-lease-by-address", "c4-second-holder-refused", "c4-mkfs",
+    "c4-mount", "c4-write", "c4-umount", "c4-verify", "c4-e2fsck", "c4-disconnect", "c4-lease-in-grace",
+    "c4-lease-free-after-grace", "c4-other-holder-admitted", "blockd-stop",
 ]
 
 SCRIPT = r"""
 SIZE=268435456
 MNT=/mnt/disk
 mkdir -p /tmp/state $MNT
+export BLOCKD_SERVER=unix:///tmp/state/c.sock
 
 # Anything that leaves the device unusable ends the run; later steps would only hang.
 abort() {
@@ -42,7 +54,9 @@ have_ext4() { grep -qw ext4 /proc/filesystems || modprobe ext4; grep -w ext4 /pr
 step ext4-in-kernel have_ext4 || abort
 step modprobe-nbd modprobe nbd || abort
 
-blockd --state-dir /tmp/state --control-socket /tmp/state/c.sock \
+# A short lease grace, so that the lease an anonymous client leaves behind lapses within
+# the test (default 120 s).
+blockd --state-dir /tmp/state --control-socket /tmp/state/c.sock --lease-grace 5 \
        --listen 127.0.0.1:10809 --volume name=disk,path=/tmp/disk.img,size=256MiB \
        > /tmp/blockd.log 2>&1 &
 BLOCKD_PID=$!
@@ -136,6 +150,79 @@ gone() {
 step device-gone gone
 # What the kernel wrote went through blockd into its backing file.
 step backing-file-e2fsck e2fsck -f -n /tmp/disk.img
+
+# nbd-client -C 4 names no holder (export "disk"): blockd's lease admission uses the
+# client's address, so all four connections are sessions of one lease of "127.0.0.1".
+step c4-connect nbd-client 127.0.0.1 10809 /dev/nbd1 -N disk -C 4 || abort
+four_conns() {
+    n=$(netstat -tn | awk '$5 == "127.0.0.1:10809" && $6 == "ESTABLISHED"' | wc -l)
+    echo "client connections: $n"; [ "$n" -eq 4 ]
+}
+step c4-four-connections four_conns
+# lease_row FIELD: from `blockctl lease show disk` (VOLUME STATE HOLDER MODE GENERATION
+# CONNECTIONS HELD EXPIRES), the row of holder 127.0.0.1.
+lease_row() { blockctl lease show disk | awk -v f=$1 '$1 == "disk" && $3 == "127.0.0.1" {print $f}'; }
+by_address() {
+    blockctl lease show disk | sed 's/^/SHOW /'
+    [ "$(lease_row 2)" = write ] && [ "$(lease_row 4)" = rw ] && [ "$(lease_row 6)" = 4 ]
+}
+step c4-lease-by-address by_address
+# The volume comes from blockd's --volume (not the catalog the control API manages), so
+# the second holder goes straight to NBD: admission at NBD_OPT_GO refuses it.
+refused() {
+    blockctl attach disk --server nbd://127.0.0.1:10809 --holder other --device /dev/nbd2 > /tmp/refused.out 2>&1
+    rc=$?
+    sed 's/^/SHOW /' /tmp/refused.out; echo "exit $rc"
+    [ $rc -eq 1 ] && grep -q 'volume "disk" is held for writing by "127.0.0.1"' /tmp/refused.out &&
+        grep -q '4 connections' /tmp/refused.out
+}
+step c4-second-holder-refused refused
+step c4-mkfs mkfs.ext4 -F -q /dev/nbd1 || abort
+step c4-mount mount -t ext4 /dev/nbd1 $MNT || abort
+c4_write() (
+    set -e
+    dd if=/dev/urandom of=$MNT/four bs=1M count=8 2>/dev/null
+    i=0; while [ $i -lt 40 ]; do head -c $((i * 1031 + 1)) /dev/urandom > $MNT/g$i; i=$((i + 1)); done
+    sync
+    cd $MNT && find . -type f | sort | xargs sha256sum > /tmp/sums4
+    echo "$(wc -l < /tmp/sums4) files checksummed"
+)
+step c4-write c4_write || abort
+step c4-umount umount $MNT || abort
+c4_verify() (
+    blockdev --flushbufs /dev/nbd1 && echo 3 > /proc/sys/vm/drop_caches
+    mount -t ext4 -o ro /dev/nbd1 $MNT || exit 1
+    cd $MNT; sha256sum -c /tmp/sums4 > /tmp/verify4.out; rc=$?; cd /
+    umount $MNT
+    grep -v ': OK$' /tmp/verify4.out; echo "$(grep -c ': OK$' /tmp/verify4.out) files OK"
+    exit $rc
+)
+step c4-verify c4_verify
+step c4-e2fsck e2fsck -f -n /dev/nbd1
+step c4-disconnect nbd-client -d /dev/nbd1 || abort
+# A stock client cannot release: its last connection closing starts the grace period, in
+# which only 127.0.0.1 is admitted.
+in_grace() {
+    i=0
+    while [ "$(lease_row 6)" != 0 ]; do
+        i=$((i + 1)); [ $i -gt 20 ] && { blockctl lease show disk; return 1; }
+        sleep 0.2
+    done
+    blockctl lease show disk | sed 's/^/SHOW /'
+    lease_row 8 | grep -q '^in'
+}
+step c4-lease-in-grace in_grace
+free_after_grace() {
+    i=0
+    while [ -n "$(lease_row 3)" ]; do
+        i=$((i + 1)); [ $i -gt 60 ] && { blockctl lease show disk; return 1; }
+        sleep 0.5
+    done
+    blockctl lease show disk
+}
+step c4-lease-free-after-grace free_after_grace
+other_admitted() { blockctl lease acquire disk --holder other && blockctl lease release disk --holder other; }
+step c4-other-holder-admitted other_admitted
 stop_blockd() { kill -TERM $BLOCKD_PID; wait $BLOCKD_PID; rc=$?; echo "blockd exit $rc"; [ $rc -eq 0 ]; }
 step blockd-stop stop_blockd
 echo "=== blockd log"; cat /tmp/blockd.log
@@ -144,9 +231,10 @@ echo "=== blockd log"; cat /tmp/blockd.log
 
 def main() -> int:
     vm.skip_if_no_qemu()
-    if not Path(BLOCKD).is_file():
-        print(f"FAIL: blockd binary {BLOCKD} not found (build it, or set BLOCKD_BIN)")
-        return 1
+    for binary in (BLOCKD, BLOCKCTL):
+        if not Path(binary).is_file():
+            print(f"FAIL: {binary} not found (build blockd and blockctl, or set BLOCKD_BIN / BLOCKCTL_BIN)")
+            return 1
     kernel = vm.ensure_kernel()
     config = kernel.config()
     modules = ["nbd"]
@@ -155,12 +243,15 @@ def main() -> int:
     result = vm.run_in_vm(
         SCRIPT,
         binaries=["nbd-client", "mkfs.ext4", "e2fsck", "filefrag"],
-        files={"/usr/bin/blockd": BLOCKD, "/etc/mke2fs.conf": "/etc/mke2fs.conf"},
+        files={"/usr/bin/blockd": BLOCKD, "/usr/bin/blockctl": BLOCKCTL, "/etc/mke2fs.conf": "/etc/mke2fs.conf"},
         modules=modules,
         kernel=kernel,
         timeout=600,
         memory_mib=1024,
     )
+    for line in result.console_text.splitlines():
+        if line.startswith("SHOW "):
+            print(line[5:])
     return vm.report(result, STEPS)
 
 
