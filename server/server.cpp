@@ -11,7 +11,6 @@
 #include <thread>
 
 #include "common/logging.h"
-#include "common/size.h"
 #include "server/config_file.h"
 #include "server/net/connection.h"
 #include "server/storage/memory_backend.h"
@@ -214,12 +213,9 @@ void Server::open_volumes() {
     storage::Volume::Options options{spec.name, spec.description, spec.read_only,
                                      lease::AllowedModes{!spec.read_only, true}, worker_count(),
                                      config_.unsafe_ack_without_sync};
-    auto volume = std::make_shared<storage::Volume>(std::move(options), make_backend(spec));
-    log->info("volume name={} size={} ({} bytes) backend=\"{}\" read_only={}", volume->name(),
-              common::format_size(volume->size()), volume->size(), volume->describe(),
-              volume->read_only());
+    auto backend = make_backend(spec);
     try {
-      volumes_.add(std::move(volume));
+      serve_volume(volumes_, std::move(options), std::move(backend));  // throws on a name given twice
     } catch (const std::invalid_argument& e) {
       throw std::runtime_error(e.what());
     }

@@ -34,6 +34,16 @@ lease::AllowedModes allowed_modes(const v1::Volume& volume) {
   return modes.empty() ? lease::AllowedModes{true, false} : lease::AllowedModes{rwo, rox};
 }
 
+void serve_volume(storage::VolumeRegistry& registry, storage::Volume::Options options,
+                  std::unique_ptr<storage::Backend> backend, std::optional<std::string_view> storage_class) {
+  auto volume = std::make_shared<storage::Volume>(std::move(options), std::move(backend));
+  const std::string cls = storage_class ? " class=" + std::string(*storage_class) : "";
+  common::logger("server")->info("volume name={} size={} ({} bytes) backend=\"{}\"{} read_only={}", volume->name(),
+                                 common::format_size(volume->size()), volume->size(), volume->describe(), cls,
+                                 volume->read_only());
+  registry.add(std::move(volume));
+}
+
 VolumeService::VolumeService(catalog::Catalog& catalog, storage::VolumeRegistry& registry, unsigned workers,
                              bool unsafe_ack_without_sync)
     : catalog_(catalog), registry_(registry), workers_(workers), unsafe_ack_without_sync_(unsafe_ack_without_sync) {}
@@ -49,11 +59,7 @@ void VolumeService::export_volume(const v1::Volume& volume) {
                              " bytes but the catalog says " + std::to_string(volume.size_bytes()));
   storage::Volume::Options volume_options{volume.name(), volume.description(), read_only(volume),
                                           allowed_modes(volume), workers_, unsafe_ack_without_sync_};
-  auto exported = std::make_shared<storage::Volume>(std::move(volume_options), std::move(backend));
-  common::logger("server")->info("volume name={} size={} ({} bytes) backend=\"{}\" class={} read_only={}",
-                                 exported->name(), common::format_size(exported->size()), exported->size(),
-                                 exported->describe(), volume.storage_class(), exported->read_only());
-  registry_.add(std::move(exported));
+  serve_volume(registry_, std::move(volume_options), std::move(backend), volume.storage_class());
 }
 
 std::size_t VolumeService::export_catalog_volumes() {

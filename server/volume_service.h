@@ -24,10 +24,12 @@
 // catalog and registry lock for themselves. Ownership: borrows the catalog and registry.
 #pragma once
 
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/proto/blockd.pb.h"
@@ -40,6 +42,13 @@ namespace blockd::server {
 
 // The lease manager's view of a volume's access modes.
 lease::AllowedModes allowed_modes(const v1::Volume& volume);
+
+// The one path by which a volume, the catalog's or one given with --volume, is served:
+// wraps the backend, logs what is served (with its storage class when it has one) and
+// adds it to the registry. Throws std::invalid_argument when the name is taken.
+void serve_volume(storage::VolumeRegistry& registry, storage::Volume::Options options,
+                  std::unique_ptr<storage::Backend> backend,
+                  std::optional<std::string_view> storage_class = std::nullopt);
 
 class VolumeService {
  public:
