@@ -1,5 +1,6 @@
 #include "server/metrics_exporter.h"
 
+#include <array>
 #include <fmt/format.h>
 
 #include "server/metrics/prometheus_text.h"
@@ -20,6 +21,21 @@ std::string bucket_bound(std::size_t index) {
   return index < kLatencyBuckets.size() ? fmt::format("{}", kLatencyBuckets[index]) : "+Inf";
 }
 
+// One reading of a volume's per-op counters per render: each op's totals are summed over
+// the workers once, and every family shows the same numbers.
+struct VolumeReading {
+  std::string name;
+  std::array<metrics::OpTotals, kOpCount> ops;
+
+  const metrics::OpTotals& operator[](Op op) const { return ops[static_cast<std::size_t>(op)]; }
+};
+
+VolumeReading read_counters(const storage::Volume& volume) {
+  VolumeReading out{volume.name(), {}};
+  for (Op op : kOps) out.ops[static_cast<std::size_t>(op)] = volume.metrics().totals(op);
+  return out;
+}
+
 }  // namespace
 
 MetricsExporter::MetricsExporter(const storage::VolumeRegistry& volumes, lease::LeaseManager& leases,
@@ -29,48 +45,48 @@ MetricsExporter::MetricsExporter(const storage::VolumeRegistry& volumes, lease::
 
 std::string MetricsExporter::render() const {
   const auto volumes = volumes_.list();
+  std::vector<VolumeReading> readings;
+  for (const auto& v : volumes) readings.push_back(read_counters(*v));
   metrics::PrometheusText out;
 
   out.family("blockd_requests_total", "counter", "NBD requests answered, by volume and operation.");
-  for (const auto& v : volumes)
+  for (const auto& r : readings)
     for (Op op : kOps)
-      out.sample("blockd_requests_total", {{"volume", v->name()}, {"op", std::string(to_string(op))}},
-                 v->metrics().totals(op).requests);
+      out.sample("blockd_requests_total", {{"volume", r.name}, {"op", std::string(to_string(op))}}, r[op].requests);
 
   out.family("blockd_request_errors_total", "counter", "NBD requests answered with an error, by NBD error.");
-  for (const auto& v : volumes)
+  for (const auto& r : readings)
     for (Op op : kOps) {
-      const auto totals = v->metrics().totals(op);
+      const auto& totals = r[op];
       for (std::size_t e = 0; e < kErrorKindCount; ++e)
         if (totals.errors[e] > 0)
           out.sample("blockd_request_errors_total",
-                     {{"volume", v->name()},
+                     {{"volume", r.name},
                       {"op", std::string(to_string(op))},
                       {"error", std::string(to_string(static_cast<metrics::ErrorKind>(e)))}},
                      totals.errors[e]);
     }
 
   out.family("blockd_bytes_total", "counter", "Bytes read from and written to the volume by NBD clients.");
-  for (const auto& v : volumes) {
-    out.sample("blockd_bytes_total", {{"volume", v->name()}, {"direction", "read"}}, v->metrics().totals(Op::kRead).bytes);
-    out.sample("blockd_bytes_total", {{"volume", v->name()}, {"direction", "write"}},
-               v->metrics().totals(Op::kWrite).bytes);
+  for (const auto& r : readings) {
+    out.sample("blockd_bytes_total", {{"volume", r.name}, {"direction", "read"}}, r[Op::kRead].bytes);
+    out.sample("blockd_bytes_total", {{"volume", r.name}, {"direction", "write"}}, r[Op::kWrite].bytes);
   }
 
   out.family("blockd_request_duration_seconds", "histogram",
              "Time from a request's validation to its reply being queued, by operation.");
-  for (const auto& v : volumes)
+  for (const auto& r : readings)
     for (Op op : kOps) {
-      const auto totals = v->metrics().totals(op);
+      const auto& totals = r[op];
       std::uint64_t cumulative = 0;
       for (std::size_t b = 0; b < totals.latency.size(); ++b) {
         cumulative += totals.latency[b];
         out.sample("blockd_request_duration_seconds_bucket",
-                   {{"volume", v->name()}, {"op", std::string(to_string(op))}, {"le", bucket_bound(b)}}, cumulative);
+                   {{"volume", r.name}, {"op", std::string(to_string(op))}, {"le", bucket_bound(b)}}, cumulative);
       }
-      out.sample("blockd_request_duration_seconds_sum", {{"volume", v->name()}, {"op", std::string(to_string(op))}},
+      out.sample("blockd_request_duration_seconds_sum", {{"volume", r.name}, {"op", std::string(to_string(op))}},
                  static_cast<double>(totals.latency_ns) / 1e9);
-      out.sample("blockd_request_duration_seconds_count", {{"volume", v->name()}, {"op", std::string(to_string(op))}},
+      out.sample("blockd_request_duration_seconds_count", {{"volume", r.name}, {"op", std::string(to_string(op))}},
                  cumulative);
     }
 
