@@ -34,10 +34,12 @@ import os
 import random
 import select
 import signal
-import socket
 import struct
 import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration"))
+import blockd_fixture as fx  # noqa: E402
 
 BLOCK = 4096
 MAGIC = b"BLKDFNC1"
@@ -74,20 +76,9 @@ def unpack(data, block):
     return holder.rstrip(b"\0").decode(), generation, seq
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=5):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
 def lease(control_socket, volume):
     """(generation, [write holders]) or None if the API does not answer."""
-    conn = UnixHTTPConnection(control_socket)
+    conn = fx.UnixHTTPConnection(control_socket, timeout=5)
     try:
         conn.request("GET", f"/v1/volumes/{volume}/lease")
         r = conn.getresponse()

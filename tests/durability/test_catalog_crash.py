@@ -21,7 +21,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -34,19 +33,8 @@ CYCLES = int(os.environ.get("BLOCKD_CATALOG_CRASH_CYCLES", "25"))
 MiB = 1 << 20
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=10):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
 def call(sock, method, path, body=None):
-    conn = UnixHTTPConnection(sock)
+    conn = fx.UnixHTTPConnection(sock)
     try:
         data = json.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if data else {}

@@ -107,7 +107,7 @@ KINDS = {                  # the checker's rules (see the docstring)
 
 # --- control API ------------------------------------------------------------------
 def call(sock, method, path, body=None, timeout=70):
-    conn = fw.UnixHTTPConnection(sock, timeout=timeout)
+    conn = fx.UnixHTTPConnection(sock, timeout=timeout)
     try:
         data = json.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if data else {}

@@ -8,6 +8,7 @@ Environment:
                repository root).
 """
 import faulthandler
+import http.client
 import os
 import re
 import shlex
@@ -177,6 +178,19 @@ _temp_dirs = []        # temp_dir() paths, removed by the watchdog (no mounts in
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over blockd's control socket (a Unix socket), e.g. conn.request("GET", "/v1/volumes")."""
+
+    def __init__(self, path, timeout=10):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
 
 
 class TestFailure(Exception):
