@@ -134,10 +134,9 @@ std::uint32_t parse_duration_seconds(const std::string& text) {
 }
 
 void check_holder(const std::string& holder) {
-  const bool ok = !holder.empty() && holder.size() <= 253 && std::all_of(holder.begin(), holder.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':' || c == '-';
-  });
-  if (!ok) throw UsageError("bad holder \"" + holder + "\": use 1-253 characters of A-Z a-z 0-9 . _ : - (e.g. node-a)");
+  // The server's rule (common/names.h): a bad holder is refused before anything is sent.
+  if (!common::is_valid_holder(holder))
+    throw UsageError("bad holder \"" + holder + "\": use 1-253 characters of A-Z a-z 0-9 . _ : - (e.g. node-a)");
 }
 
 std::string host_name() {

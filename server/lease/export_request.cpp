@@ -6,11 +6,6 @@ namespace blockd::server::lease {
 
 namespace {
 
-bool is_holder_char(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-         c == ':' || c == '-';
-}
-
 std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
 
 // Builds the error text once, so every failure states the same grammar.
@@ -56,10 +51,6 @@ bool parse_param(std::string_view export_name, std::string_view param, Seen& see
 }
 
 }  // namespace
-
-bool is_valid_holder(std::string_view holder) {
-  return !holder.empty() && holder.size() <= kMaxHolderLength && std::all_of(holder.begin(), holder.end(), is_holder_char);
-}
 
 std::optional<ExportRequest> ExportRequest::parse(std::string_view export_name, std::string& error) {
   ExportRequest out;

@@ -19,11 +19,14 @@
 #include <string>
 #include <string_view>
 
+#include "common/names.h"
 #include "server/lease/lease_mode.h"
 
 namespace blockd::server::lease {
 
-inline constexpr std::size_t kMaxHolderLength = 253;
+// The holder rule is common's (common/names.h), so blockctl refuses what the server would.
+using common::is_valid_holder;
+using common::kMaxHolderLength;
 
 // Quoted in every parse error, so the client's user learns the grammar from the refusal.
 inline constexpr std::string_view kExportNameGrammar =
@@ -48,9 +51,6 @@ struct ExportRequest {
   // names the problem and quotes kExportNameGrammar.
   static std::optional<ExportRequest> parse(std::string_view export_name, std::string& error);
 };
-
-// 1-253 characters of [A-Za-z0-9._:-].
-bool is_valid_holder(std::string_view holder);
 
 // The holder of a client that names none: its IP address without the port, as
 // nbd::ClientInfo::peer spells it ("10.0.0.5:51234" -> "10.0.0.5", "[fd00::5]:4000" ->
