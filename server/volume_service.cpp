@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/logging.h"
+#include "common/quote.h"
 #include "common/size.h"
 #include "server/catalog/volume_rules.h"
 #include "server/lease_proto.h"
@@ -13,10 +14,9 @@ namespace blockd::server {
 
 using catalog::CatalogError;
 using catalog::ErrorCode;
+using common::quote;
 
 namespace {
-
-std::string quote(const std::string& name) { return "'" + name + "'"; }
 
 bool read_only(const v1::Volume& volume) {
   // A volume that allows only ReadOnlyMany is never written.

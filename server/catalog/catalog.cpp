@@ -7,11 +7,14 @@
 #include <system_error>
 
 #include "common/logging.h"
+#include "common/quote.h"
 #include "common/size.h"
 #include "server/catalog/uuid.h"
 #include "server/catalog/volume_rules.h"
 
 namespace blockd::server::catalog {
+
+using common::quote;
 
 namespace {
 
@@ -36,8 +39,6 @@ bool inside(const std::string& path, const std::string& directory) {
   return path.size() > directory.size() && path.compare(0, directory.size(), directory) == 0 &&
          path[directory.size()] == '/';
 }
-
-std::string quote(const std::string& name) { return "'" + name + "'"; }
 
 }  // namespace
 
