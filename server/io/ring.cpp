@@ -209,4 +209,8 @@ asio::awaitable<int> Ring::fadvise(int fd, std::uint64_t offset, std::uint32_t l
   });
 }
 
+asio::awaitable<int> Ring::sendmsg(int fd, const msghdr* message, int flags) {
+  return submit([=](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, fd, message, static_cast<unsigned>(flags)); });
+}
+
 }  // namespace blockd::server::io

@@ -13,6 +13,7 @@
 #include "server/metrics/counter.h"
 
 #include <liburing.h>
+#include <sys/socket.h>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/async_result.hpp>
@@ -44,6 +45,11 @@ class Ring {
   asio::awaitable<int> fdatasync(int fd);
   asio::awaitable<int> fallocate(int fd, int mode, std::uint64_t offset, std::uint64_t length);
   asio::awaitable<int> fadvise(int fd, std::uint64_t offset, std::uint32_t length, int advice);
+  // sendmsg(2) on a socket. With MSG_WAITALL on a stream socket the kernel retries a
+  // short send itself (waiting for buffer space) until everything is sent or it fails,
+  // so one large reply costs one submission, not one wake-up per partial write.
+  // `message` and what it points to must stay valid until the completion.
+  asio::awaitable<int> sendmsg(int fd, const msghdr* message, int flags);
 
   // Any thread (the /metrics scrape).
   std::uint64_t submissions() const { return submissions_.get(); }

@@ -33,7 +33,7 @@ Session::Session(net::Socket& socket, Negotiated negotiated, io::Ring& ring,
       buffers_(buffers),
       peer_(std::move(peer)),
       requests_(socket),
-      replies_(socket),
+      replies_(socket, ring),
       request_finished_(socket.get_executor()),
       linger_(socket.get_executor()) {}
 

@@ -21,6 +21,10 @@ asio::awaitable<void> Connection::serve(std::shared_ptr<Connection> self) {
   self->worker_.track(self);
   co_await self->run();
   self->close();
+  // Only now, with nothing left that could write to it (the ReplyWriter sends through
+  // io_uring by descriptor number), may the number go back to the kernel for reuse.
+  boost::system::error_code ignored;
+  self->socket_.close(ignored);
   self->worker_.forget(self.get());
 }
 
@@ -91,9 +95,11 @@ void Connection::drain() {
 }
 
 void Connection::close() {
+  // Shut down and cancel, but keep the descriptor open until serve() ends: a reply
+  // already handed to io_uring names it by number.
   boost::system::error_code ignored;
   socket_.shutdown(Socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  socket_.cancel(ignored);
 }
 
 }  // namespace blockd::server::net

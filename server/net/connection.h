@@ -40,7 +40,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Server shutdown, on the worker thread: a handshaking client is closed at once, a
   // session drains (nbd::Session::begin_drain).
   void drain();
-  // Closes the socket now; whatever is in flight completes and is discarded.
+  // Shuts the socket down now; whatever is in flight completes and is discarded. The
+  // descriptor itself is closed when serve() ends.
   void close();
 
  private:
