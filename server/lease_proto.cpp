@@ -2,20 +2,11 @@
 
 #include <chrono>
 
+#include "common/proto/timestamp.h"
+
 namespace blockd::server {
 
-namespace {
-
-google::protobuf::Timestamp wall_time(std::chrono::system_clock::time_point when) {
-  const auto since_epoch = when.time_since_epoch();
-  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
-  google::protobuf::Timestamp out;
-  out.set_seconds(seconds.count());
-  out.set_nanos(static_cast<int>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - seconds).count()));
-  return out;
-}
-
-}  // namespace
+using common::proto::to_timestamp;
 
 v1::Lease to_proto(const lease::LeaseInfo& info) {
   const auto now = std::chrono::system_clock::now();
@@ -29,10 +20,10 @@ v1::Lease to_proto(const lease::LeaseInfo& info) {
     h->set_mode(std::string(lease::to_string(holder.mode)));
     h->set_connections(static_cast<std::uint32_t>(holder.connections));
     *h->mutable_held_since() =
-        wall_time(now - std::chrono::duration_cast<std::chrono::system_clock::duration>(holder.held_for));
+        to_timestamp(now - std::chrono::duration_cast<std::chrono::system_clock::duration>(holder.held_for));
     if (holder.expires_in)
       *h->mutable_expires_at() =
-          wall_time(now + std::chrono::duration_cast<std::chrono::system_clock::duration>(*holder.expires_in));
+          to_timestamp(now + std::chrono::duration_cast<std::chrono::system_clock::duration>(*holder.expires_in));
     h->set_restart_grace(holder.restart_grace);
     h->set_released(holder.released);
   }

@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "common/logging.h"
+#include "common/proto/timestamp.h"
 #include "common/quote.h"
 #include "common/size.h"
 #include "server/catalog/uuid.h"
@@ -18,14 +19,7 @@ using common::quote;
 
 namespace {
 
-google::protobuf::Timestamp now() {
-  const auto since_epoch = std::chrono::system_clock::now().time_since_epoch();
-  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
-  google::protobuf::Timestamp out;
-  out.set_seconds(seconds.count());
-  out.set_nanos(static_cast<int>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - seconds).count()));
-  return out;
-}
+google::protobuf::Timestamp now() { return common::proto::to_timestamp(std::chrono::system_clock::now()); }
 
 // An I/O failure, as the caller should see it: ENOSPC and EDQUOT are the one thing a
 // person can act on directly.
