@@ -139,9 +139,17 @@ int Ring::enter() {
 }
 
 void Ring::submit_now() {
-  if (unsubmitted_ > 0 && enter() < 0) schedule_submit();
-  // Reads of cached pages often complete inside io_uring_submit(): deliver them now
-  // rather than after an eventfd wake-up and another trip through epoll.
+  // Reads of cached pages and sends on loopback often complete inside
+  // io_uring_submit(): deliver them now rather than after an eventfd wake-up and
+  // another trip through epoll. The eventfd is off meanwhile, or every such completion
+  // would also wake the loop for nothing (an epoll_wait, a read and an epoll_ctl);
+  // whatever completes after it is back on is reaped below or signals it.
+  if (unsubmitted_ > 0) {
+    io_uring_cq_eventfd_toggle(&ring_, false);
+    const int ret = enter();
+    io_uring_cq_eventfd_toggle(&ring_, true);
+    if (ret < 0) schedule_submit();
+  }
   reap();
   deliver();
 }
