@@ -221,4 +221,8 @@ asio::awaitable<int> Ring::sendmsg(int fd, const msghdr* message, int flags) {
   return submit([=](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, fd, message, static_cast<unsigned>(flags)); });
 }
 
+asio::awaitable<int> Ring::recv(int fd, std::span<std::byte> buffer, int flags) {
+  return submit([=](io_uring_sqe* sqe) { io_uring_prep_recv(sqe, fd, buffer.data(), buffer.size(), flags); });
+}
+
 }  // namespace blockd::server::io

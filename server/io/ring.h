@@ -50,6 +50,9 @@ class Ring {
   // so one large reply costs one submission, not one wake-up per partial write.
   // `message` and what it points to must stay valid until the completion.
   asio::awaitable<int> sendmsg(int fd, const msghdr* message, int flags);
+  // recv(2) on a socket; with MSG_WAITALL the kernel keeps receiving until `buffer`
+  // is full, the peer closes (a short count) or it fails.
+  asio::awaitable<int> recv(int fd, std::span<std::byte> buffer, int flags);
 
   // Any thread (the /metrics scrape).
   std::uint64_t submissions() const { return submissions_.get(); }

@@ -1,14 +1,17 @@
 #include "server/nbd/request_reader.h"
 
+#include <sys/socket.h>
+
 #include <boost/asio/read.hpp>
+#include <cerrno>
 #include <cstring>
 
 namespace blockd::server::nbd {
 
 namespace asio = boost::asio;
 
-RequestReader::RequestReader(net::Socket& socket)
-    : socket_(socket), buffer_(std::make_unique<std::byte[]>(kBufferSize)) {}
+RequestReader::RequestReader(net::Socket& socket, io::Ring& ring)
+    : socket_(socket), ring_(ring), buffer_(std::make_unique<std::byte[]>(kBufferSize)) {}
 
 std::size_t RequestReader::take(std::byte* out, std::size_t size) {
   const std::size_t n = std::min(size, buffered());
@@ -37,10 +40,7 @@ asio::awaitable<boost::system::error_code> RequestReader::read_exact(std::byte* 
   if (size == 0) co_return boost::system::error_code{};
   // Big remainders go straight to their destination; small ones through the buffer,
   // which also picks up whatever the client sent after them.
-  if (size >= kBufferSize / 2) {
-    auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(out, size), net::use_nothrow);
-    co_return ec;
-  }
+  if (size >= kBufferSize / 2) co_return co_await read_direct(out, size);
   while (size > 0) {
     if (auto ec = co_await refill(); ec) co_return ec;
     const std::size_t n = take(out, size);
@@ -48,6 +48,20 @@ asio::awaitable<boost::system::error_code> RequestReader::read_exact(std::byte* 
     size -= n;
   }
   co_return boost::system::error_code{};
+}
+
+asio::awaitable<boost::system::error_code> RequestReader::read_direct(std::byte* out, std::size_t size) {
+  // The descriptor stays open while the session reads (Connection closes it last).
+  if (!socket_.is_open()) co_return asio::error::bad_descriptor;
+  const int got = co_await ring_.recv(socket_.native_handle(), {out, size}, MSG_WAITALL);
+  if (got == 0) co_return asio::error::eof;
+  if (got < 0 && got != -EAGAIN) co_return boost::system::error_code(-got, boost::system::system_category());
+  const std::size_t done = got > 0 ? static_cast<std::size_t>(got) : 0;
+  if (done == size) co_return boost::system::error_code{};
+  // The peer shut down mid-payload (short count), or a kernel that hands back EAGAIN
+  // on a non-blocking socket: Asio reads the rest or reports the end.
+  auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(out + done, size - done), net::use_nothrow);
+  co_return ec;
 }
 
 asio::awaitable<boost::system::error_code> RequestReader::skip(std::size_t size) {

@@ -32,7 +32,7 @@ Session::Session(net::Socket& socket, Negotiated negotiated, io::Ring& ring,
       ring_(ring),
       buffers_(buffers),
       peer_(std::move(peer)),
-      requests_(socket),
+      requests_(socket, ring),
       replies_(socket, ring),
       request_finished_(socket.get_executor()),
       linger_(socket.get_executor()) {}
@@ -100,8 +100,11 @@ asio::awaitable<void> Session::close_when_idle(std::shared_ptr<Session> self) {
   self->linger_.expires_after(kDrainLinger);
   co_await self->linger_.async_wait(net::use_nothrow);
   if (self->reading_) {
+    // The reader sees operation_aborted, or the end of input if it was inside a write
+    // payload (read by io_uring, which Asio's cancel does not reach), and closes.
     boost::system::error_code ignored;
-    self->socket_.cancel(ignored);  // the reader sees operation_aborted and closes
+    self->socket_.shutdown(asio::socket_base::shutdown_receive, ignored);
+    self->socket_.cancel(ignored);
   }
 }
 

@@ -727,6 +727,37 @@ def test_alignment_only_with_block_size():
     c.close()
 
 
+def test_sigterm_inside_write_payload():
+    # A client that stops in the middle of a write payload must not hold up a shutdown
+    # until its timeout: the payload is read by io_uring, which Asio's cancel does not
+    # reach, so the drain also shuts the socket's receive side.
+    path = os.path.join(TMP.name, "stall.img")
+    srv = blockd([f"name=disk,path={path},size={64 * MiB}"], extra=["--shutdown-timeout", "20"])
+    srv.start()
+    try:
+        c = neg(b"disk", srv=srv)
+        c.send(nr.request_bytes(nr.CMD_WRITE, 0, MiB, 7) + b"\x5a" * 1000)
+        time.sleep(0.2)
+        started = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        try:
+            code = srv.proc.wait(15)
+        except Exception:
+            code = "still running 15s after SIGTERM"
+        elapsed = time.monotonic() - started
+        check_eq(code, 0, "SIGTERM inside a write payload: blockd exits")
+        check(elapsed < 10, "SIGTERM inside a write payload: exits well before --shutdown-timeout",
+              "< 10 s", f"{elapsed:.1f} s")
+        check("client left inside a write payload" in srv.log,
+              "SIGTERM inside a write payload: the session ends there", "its log line", "missing")
+        check(nr.file_bytes(path, 0, 1000) != b"\x5a" * 1000,
+              "SIGTERM inside a write payload: nothing of the partial payload was written", "not written",
+              "written")
+        c.close()
+    finally:
+        srv.kill()
+
+
 def test_sigterm():
     path = os.path.join(TMP.name, "term.img")
     srv = blockd([f"name=disk,path={path},size={64 * MiB}"], extra=["--shutdown-timeout", "10"])
@@ -853,6 +884,7 @@ CASES = [
     test_read_only_volume_eperm,
     test_alignment_only_with_block_size,
     test_sigterm,
+    test_sigterm_inside_write_payload,
 ]
 
 
