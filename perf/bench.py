@@ -8,7 +8,7 @@ ioengine=io_uring straight on the backing file (no network: the ceiling) and
 blockd's memory backend (no disk: protocol cost only).
 
 Per server and job it reports the median over rounds of IOPS, MB/s, p50 and p99
-completion latency, blockd's IOPS ratio to the row, and the server's CPU time
+latency (fio's total "lat": submission to completion), blockd's IOPS ratio to the row, and the server's CPU time
 per million I/Os (utime+stime from /proc/PID/stat around each fio run; client
 and server share the cores, so CPU per I/O decides who wins on a small box).
 
@@ -545,11 +545,14 @@ def parse_fio(path):
             iops += side["iops"]
             bw += side["bw_bytes"]
             ios += side["total_ios"]
-            clat = side.get("clat_ns", {})
-            for k, v in clat.get("bins", {}).items():
+            # Total latency (submission + completion, fio's "lat"), not "clat": libnbd
+            # sends the request inside fio's submit call, so how much of the round trip
+            # lands in clat depends on the server's scheduling, not on its speed.
+            lat = side.get("lat_ns", {})
+            for k, v in lat.get("bins", {}).items():
                 bins[int(k)] = bins.get(int(k), 0) + v
-            fallback.setdefault("p50", clat.get("percentile", {}).get("50.000000", 0.0))
-            fallback.setdefault("p99", clat.get("percentile", {}).get("99.000000", 0.0))
+            fallback.setdefault("p50", lat.get("percentile", {}).get("50.000000", 0.0))
+            fallback.setdefault("p99", lat.get("percentile", {}).get("99.000000", 0.0))
     p50 = percentile_from_bins(bins, 50) if bins else fallback.get("p50", 0.0)
     p99 = percentile_from_bins(bins, 99) if bins else fallback.get("p99", 0.0)
     return FioResult(iops=iops, bw_bytes=bw, ios=int(ios), p50_us=p50 / 1000.0,
@@ -557,7 +560,7 @@ def parse_fio(path):
 
 
 def run_fio(ctx, jobfile, out_json, env_extra, timeout):
-    argv = ["fio", "--output-format=json+", f"--output={out_json}", jobfile]
+    argv = ["fio", "--output-format=json+", "--lat_percentiles=1", f"--output={out_json}", jobfile]
     env = _env()
     env.update(env_extra)
     env["BENCH_RUNTIME"] = str(ctx.runtime)
@@ -880,7 +883,7 @@ def table(rows, jobs, summary):
     lines = []
     head = (f"{'server':<19}{'IOPS':>10}{'MB/s':>9}{'p50 us':>9}{'p99 us':>9}"
             f"{'srv CPU':>9}{'fio CPU':>9}{'blockd/x':>9}{'spread':>8}")
-    lines.append("IOPS, MB/s (10^6 bytes), completion latency: medians over rounds. "
+    lines.append("IOPS, MB/s (10^6 bytes), latency (fio's total lat): medians over rounds. "
                  "CPU: seconds per million I/Os.")
     lines.append("blockd/x: blockd's IOPS divided by the row's. spread: (max-min)/median "
                  "of IOPS over rounds.")
