@@ -102,7 +102,7 @@ std::string to_string(const ListenAddress& address) {
 std::optional<VolumeSpec> parse_volume_spec(const std::string& text, std::string& error) {
   VolumeSpec spec;
   const std::string usage =
-      " (expected name=NAME,path=PATH[,size=SIZE][,read-only][,description=TEXT] or "
+      " (expected name=NAME,path=PATH[,size=SIZE][,read-only][,io=direct][,description=TEXT] or "
       "name=NAME,backend=memory,size=SIZE)";
   for (const std::string& item : split(text, ',')) {
     const auto eq = item.find('=');
@@ -133,6 +133,13 @@ std::optional<VolumeSpec> parse_volume_spec(const std::string& text, std::string
         return std::nullopt;
       }
       spec.read_only = value != "false";
+    } else if (key == "io") {
+      const auto io = storage::parse_io_mode(value);
+      if (!io) {
+        error = "volume '" + text + "': io '" + value + "' is unknown; use buffered or direct";
+        return std::nullopt;
+      }
+      spec.io = *io;
     } else if (key == "description") {
       spec.description = value;
     } else {
@@ -151,6 +158,10 @@ std::optional<VolumeSpec> parse_volume_spec(const std::string& text, std::string
   }
   if (spec.backend == VolumeSpec::Backend::kMemory && !spec.size) {
     error = "volume '" + text + "': a memory volume needs size=" + usage;
+    return std::nullopt;
+  }
+  if (spec.backend == VolumeSpec::Backend::kMemory && spec.io == storage::IoMode::kDirect) {
+    error = "volume '" + text + "': io=direct is for files and block devices, not memory";
     return std::nullopt;
   }
   if (spec.size && *spec.size % 512 != 0) {
@@ -202,7 +213,7 @@ std::optional<int> parse_command_line(int argc, char** argv, ServerConfig& confi
                  "picks a free port (default [::]:10809)");
   app.add_option("--volume", volumes,
                  "Export a volume that is not in the catalog: "
-                 "name=NAME,path=PATH[,size=SIZE][,read-only][,description=TEXT] "
+                 "name=NAME,path=PATH[,size=SIZE][,read-only][,io=direct][,description=TEXT] "
                  "or name=NAME,backend=memory,size=SIZE; repeatable. A missing file is created "
                  "sparse with the given size.");
   app.add_option("--state-dir", config.state_dir,

@@ -30,6 +30,8 @@ struct VolumeSpec {
   std::string path;
   std::optional<std::uint64_t> size;
   bool read_only = false;
+  // io=direct: O_DIRECT for aligned requests, as a storage class's io = "direct".
+  storage::IoMode io = storage::IoMode::kBuffered;
   std::string description;
 };
 

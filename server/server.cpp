@@ -25,7 +25,8 @@ namespace {
 std::unique_ptr<storage::Backend> make_backend(const VolumeSpec& spec) {
   if (spec.backend == VolumeSpec::Backend::kMemory)
     return std::make_unique<storage::MemoryBackend>(*spec.size);
-  return storage::UringFileBackend::open({spec.path, spec.size, spec.read_only});
+  return storage::UringFileBackend::open(
+      {spec.path, spec.size, spec.read_only, spec.io == storage::IoMode::kDirect});
 }
 
 }  // namespace

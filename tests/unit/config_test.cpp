@@ -145,6 +145,27 @@ TEST(VolumeSpec, UnknownBackendIsNamed) {
   EXPECT_THAT(error, HasSubstr("backend 'nfs' is unknown; use file or memory"));
 }
 
+TEST(VolumeSpec, IoMode) {
+  std::string error;
+  auto spec = parse_volume_spec("name=a,path=/a", error);
+  ASSERT_TRUE(spec) << error;
+  EXPECT_EQ(spec->io, blockd::server::storage::IoMode::kBuffered);
+  spec = parse_volume_spec("name=a,path=/a,io=direct", error);
+  ASSERT_TRUE(spec) << error;
+  EXPECT_EQ(spec->io, blockd::server::storage::IoMode::kDirect);
+  spec = parse_volume_spec("name=a,path=/a,io=buffered", error);
+  ASSERT_TRUE(spec) << error;
+  EXPECT_EQ(spec->io, blockd::server::storage::IoMode::kBuffered);
+}
+
+TEST(VolumeSpec, IoModeErrors) {
+  std::string error;
+  EXPECT_FALSE(parse_volume_spec("name=a,path=/a,io=odirect", error));
+  EXPECT_THAT(error, HasSubstr("io 'odirect' is unknown; use buffered or direct"));
+  EXPECT_FALSE(parse_volume_spec("name=a,backend=memory,size=1MiB,io=direct", error));
+  EXPECT_THAT(error, HasSubstr("io=direct is for files and block devices"));
+}
+
 TEST(VolumeSpec, ReadOnlyTakesNoOtherValue) {
   for (const char* flag : {"read-only=yes", "ro=1", "read-only=TRUE"}) {
     std::string error;
