@@ -419,6 +419,16 @@ class BlockdFile(Row):
                 "--volume", f"name={EXPORT},path={ctx.file}"], None
 
 
+class BlockdDirect(Row):
+    def __init__(self):
+        super().__init__("blockd-direct", "blockd, file backend with io=direct (O_DIRECT): "
+                         "the match for qemu-nbd-none", [])
+
+    def command(self, ctx, port):
+        return [ctx.blockd, *blockd_private_state(ctx), "--listen", f"127.0.0.1:{port}",
+                "--volume", f"name={EXPORT},path={ctx.file},io=direct"], None
+
+
 class BlockdMemory(Row):
     def __init__(self):
         super().__init__("blockd-memory", "blockd, memory backend (protocol cost only), "
@@ -476,7 +486,11 @@ class NbdServer(Row):
 
 def all_rows():
     return [LocalRow(), BlockdMemory(), BlockdFile(), Nbdkit(), QemuNbd("writeback"),
-            QemuNbd("none"), NbdServer()]
+            QemuNbd("none"), BlockdDirect(), NbdServer()]
+
+
+# Rows whose O_DIRECT writes evict the pages they overwrite, by design.
+DIRECT_ROWS = ("qemu-nbd-none", "blockd-direct")
 
 
 # --- fio --------------------------------------------------------------------------
@@ -902,15 +916,14 @@ def table(rows, jobs, summary):
                          f"{fmt(m['fio_cpu_s_per_mio'], '.1f', 9)}"
                          f"{fmt(m['blockd_ratio'], '.2f', 9)}"
                          f"{fmt(m['iops_spread_pct'], '.0f', 7)}{'%' if m['iops_spread_pct'] is not None else ' '}")
-    # qemu-nbd-none's O_DIRECT writes evict what they overwrite, by design.
     cached = [(x["file_cached_pct_after"], r["server"], r["job"])
-              for r in summary if r["server"] != "qemu-nbd-none" for x in r["runs"]
+              for r in summary if r["server"] not in DIRECT_ROWS for x in r["runs"]
               if x.get("file_cached_pct_after") is not None]
     if cached:
         low = min(cached)
         lines.append("")
         lines.append(f"Backing file in the page cache after each run (each starts at 100%; "
-                     f"qemu-nbd-none left out): median {statistics.median(c[0] for c in cached):.0f}%, "
+                     f"{' and '.join(DIRECT_ROWS)} left out): median {statistics.median(c[0] for c in cached):.0f}%, "
                      f"lowest {low[0]:.0f}% ({low[1]}, {low[2]}).")
     return "\n".join(lines)
 
