@@ -16,16 +16,11 @@ says the device failed (no reconnect possible) and exits 1, `blockctl attached` 
 
 Exit 0 pass, 1 fail, 77 only when qemu cannot start on this machine."""
 
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import vm  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-BLOCKD = os.environ.get("BLOCKD_BIN", str(REPO / "build" / "server" / "blockd"))
-BLOCKCTL = os.environ.get("BLOCKCTL_BIN", str(Path(BLOCKD).resolve().parents[1] / "tools" / "blockctl"))
+import guest_steps  # noqa: E402
 
 STEPS = [
     "modprobe-nbd", "blockd-start", "volume-create", "attach-ioctl", "log-says-ioctl", "two-connections",
@@ -37,67 +32,20 @@ STEPS = [
     "blockd-restart", "detach-failed", "lease-released-after-failure", "attached-empty-at-end", "blockd-stop",
 ]
 
-SCRIPT = r"""
-MNT=/mnt/disk
-mkdir -p /tmp/state $MNT
-export BLOCKD_SERVER=unix:///tmp/state/c.sock
-api() { curl -sS --unix-socket /tmp/state/c.sock "$@"; }
-
-abort() {
-    echo "=== blockd log"; cat /tmp/blockd.log
-    for f in /tmp/attach-*.log; do echo "=== $f"; cat $f; done
-    umount $MNT 2>/dev/null
-    exit 1
-}
-
+SCRIPT = guest_steps.BLOCKD + guest_steps.ATTACH + r"""
 step modprobe-nbd modprobe nbd || abort
 
-start_blockd() {
-    : > /tmp/blockd.log
-    blockd --state-dir /tmp/state --control-socket /tmp/state/c.sock \
-           --listen 127.0.0.1:10809 >> /tmp/blockd.log 2>&1 &
-    BLOCKD_PID=$!
-    i=0
-    while ! grep -q 'listening address=127.0.0.1:10809' /tmp/blockd.log; do
-        kill -0 $BLOCKD_PID 2>/dev/null || { echo "blockd exited"; cat /tmp/blockd.log; return 1; }
-        i=$((i + 1)); [ $i -gt 300 ] && { echo "not ready after 60s"; return 1; }
-        sleep 0.2
-    done
-}
 step blockd-start start_blockd || abort
 volumes() { blockctl volume create disk --size 256MiB && blockctl volume create other --size 64MiB; }
 step volume-create volumes || abort
 
-# attach VOLUME HOLDER NAME [ARG]...: the supervisor runs in the background; the device
-# path on its stdout says it is attached. DEV_NAME is that device.
-attach() {
-    vol=$1; holder=$2; name=$3; shift 3
-    t0=$(cut -d' ' -f1 /proc/uptime)
-    blockctl attach $vol --holder $holder --timeout 5 "$@" > /tmp/attach-$name.out 2> /tmp/attach-$name.log &
-    eval "PID_$name=$!"
-    i=0
-    while ! grep -q '^/dev/nbd[0-9]*$' /tmp/attach-$name.out; do
-        eval "kill -0 \$PID_$name" 2>/dev/null || { cat /tmp/attach-$name.log; return 1; }
-        i=$((i + 1)); [ $i -gt 300 ] && { echo "not attached after 60s"; return 1; }
-        sleep 0.2
-    done
-    t1=$(cut -d' ' -f1 /proc/uptime)
-    eval "DEV_$name=$(cat /tmp/attach-$name.out)"
-    cat /tmp/attach-$name.log
-    echo "MEASURE attach $name ($*): $(awk "BEGIN {print $t1 - $t0}") s in the shell," \
-         "blockctl's own: $(grep -o 'in [0-9]* ms over [a-z]*' /tmp/attach-$name.log)"
-}
 step attach-ioctl attach disk node-a a --interface ioctl --connections 2 || abort
 says_ioctl() {
     grep -q 'using the ioctl interface' /tmp/attach-a.log && grep -q 'over ioctl (lost connections are not replaced)' /tmp/attach-a.log &&
         [ "$DEV_a" = /dev/nbd0 ]
 }
 step log-says-ioctl says_ioctl
-two_conns() {
-    n=$(netstat -tn | awk '$5 == "127.0.0.1:10809" && $6 == "ESTABLISHED"' | wc -l)
-    echo "client connections: $n"; [ "$n" -eq 2 ]
-}
-step two-connections two_conns
+step two-connections connections_are 2
 # attached_is DEVICE INTERFACE STATE HOLDER
 attached_is() {
     blockctl attached; blockctl attached -o json
@@ -130,29 +78,11 @@ step second-holder-refused refused
 
 step mkfs-ext4 mkfs.ext4 -F -q /dev/nbd0 || abort
 step mount mount -t ext4 /dev/nbd0 $MNT || abort
-# Every file is written with fsync (dd conv=fsync); only then is its checksum recorded.
-: > /tmp/fsynced
-write_one() {
-    dd if=/dev/urandom of=$MNT/$1 bs=$2 count=1 conv=fsync 2>/dev/null || return 1
-    (cd $MNT && sha256sum $1) >> /tmp/fsynced
-}
-write_fsync() (
-    set -e
-    write_one small 517; write_one block 4096; write_one mib 1048576; write_one big 4194304
-    i=0; while [ $i -lt 20 ]; do write_one f$i $((i * 4099 + 1)); i=$((i + 1)); done
-    echo "$(wc -l < /tmp/fsynced) files fsynced"
-)
-step write-fsync write_fsync || abort
+step write-fsync write_fsync 20 || abort
 step umount umount $MNT || abort
 step e2fsck-clean e2fsck -f -n /dev/nbd0
 step mount-again mount -t ext4 /dev/nbd0 $MNT || abort
-verify() (
-    blockdev --flushbufs /dev/nbd0 && echo 3 > /proc/sys/vm/drop_caches
-    cd $MNT && sha256sum -c /tmp/fsynced > /tmp/verify.out 2>&1; rc=$?
-    grep -v ': OK$' /tmp/verify.out; echo "$(grep -c ': OK$' /tmp/verify.out) of $(wc -l < /tmp/fsynced) files OK"
-    exit $rc
-)
-step verify verify
+step verify verify $MNT /dev/nbd0
 step umount-again umount $MNT || abort
 
 # nbd0 is taken: the next ioctl attach without --device takes the first device whose
@@ -162,15 +92,8 @@ step next-free-device next_free
 detach_other() { blockctl detach /dev/nbd1 && ! kill -0 $PID_o 2>/dev/null; }
 step detach-other detach_other
 step detach blockctl detach /dev/nbd0
-exit0() { wait $PID_a; rc=$?; tail -3 /tmp/attach-a.log; echo "supervisor exit $rc"; [ $rc -eq 0 ]; }
-step supervisor-exit-0 exit0
-released() {
-    blockctl lease show disk
-    api http://blockd/v1/volumes/disk/lease; echo
-    api http://blockd/v1/volumes/disk/lease | grep -q '"state": *"free"'
-}
+step supervisor-exit-0 supervisor_exits a 0 3
 step lease-released released
-empty() { blockctl attached; [ "$(blockctl attached -o name | wc -l)" -eq 0 ]; }
 step attached-empty empty
 
 # For comparison: the same attach through netlink (the default where the family exists).
@@ -181,17 +104,9 @@ step detach-netlink detach_n
 
 # The limitation, shown: ioctl cannot replace a connection, so a blockd restart ends the device.
 step attach-ioctl-again attach disk node-a f --interface ioctl || abort
-kill_blockd() { kill -9 $BLOCKD_PID; wait $BLOCKD_PID 2>/dev/null; echo "killed at $(cut -d' ' -f1 /proc/uptime)"; }
 step blockd-sigkill kill_blockd
 failed() {
-    i=0
-    while kill -0 $PID_f 2>/dev/null; do
-        i=$((i + 1)); [ $i -gt 300 ] && { echo "supervisor still running"; cat /tmp/attach-f.log; return 1; }
-        sleep 0.2
-    done
-    wait $PID_f; rc=$?
-    tail -4 /tmp/attach-f.log; echo "supervisor exit $rc"
-    [ $rc -eq 1 ] && grep -q 'every connection of /dev/nbd0 to the server was lost' /tmp/attach-f.log &&
+    supervisor_exits f 1 4 && grep -q 'every connection of /dev/nbd0 to the server was lost' /tmp/attach-f.log &&
         grep -q 'ioctl interface cannot give the kernel new connections' /tmp/attach-f.log
 }
 step supervisor-says-failed failed
@@ -207,44 +122,10 @@ step blockd-restart start_blockd || abort
 step detach-failed blockctl detach /dev/nbd0
 step lease-released-after-failure released
 step attached-empty-at-end empty
-stop_blockd() { kill -TERM $BLOCKD_PID; wait $BLOCKD_PID; rc=$?; echo "blockd exit $rc"; [ $rc -eq 0 ]; }
 step blockd-stop stop_blockd
-echo "=== blockd log"; cat /tmp/blockd.log
-for f in /tmp/attach-*.log; do echo "=== $f"; cat $f; done
+dump_logs
 """
 
 
-def main() -> int:
-    vm.skip_if_no_qemu()
-    for binary in (BLOCKD, BLOCKCTL):
-        if not Path(binary).is_file():
-            print(f"FAIL: {binary} not found (build blockd and blockctl, or set BLOCKD_BIN / BLOCKCTL_BIN)")
-            return 1
-    kernel = vm.ensure_kernel()
-    modules = ["nbd"]
-    if kernel.config().get("CONFIG_EXT4_FS") != "y":
-        modules.append("ext4")
-    result = vm.run_in_vm(
-        SCRIPT,
-        binaries=["mkfs.ext4", "e2fsck", "curl"],
-        files={"/usr/bin/blockd": BLOCKD, "/usr/bin/blockctl": BLOCKCTL, "/etc/mke2fs.conf": "/etc/mke2fs.conf"},
-        modules=modules,
-        kernel=kernel,
-        timeout=600,
-        memory_mib=1024,
-    )
-    for line in result.console_text.splitlines():
-        if line.startswith("MEASURE"):
-            print(line)
-    return vm.report(result, STEPS)
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except vm.QemuUnavailable as e:
-        print(f"SKIP: {e}", file=sys.stderr)
-        sys.exit(vm.SKIP)
-    except vm.VmError as e:
-        print(f"FAIL: {e}")
-        sys.exit(1)
+    guest_steps.run(SCRIPT, STEPS, binaries=["mkfs.ext4", "e2fsck", "curl"])

@@ -14,16 +14,11 @@ holder can take it.
 
 Exit 0 pass, 1 fail, 77 only when qemu cannot start on this machine."""
 
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import vm  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-BLOCKD = os.environ.get("BLOCKD_BIN", str(REPO / "build" / "server" / "blockd"))
-BLOCKCTL = os.environ.get("BLOCKCTL_BIN", str(Path(BLOCKD).resolve().parents[1] / "tools" / "blockctl"))
+import guest_steps  # noqa: E402
 
 STEPS = [
     "ext4-in-kernel", "modprobe-nbd", "blockd-start", "nbd-client-connect", "device-size",
@@ -36,15 +31,12 @@ STEPS = [
     "c4-lease-free-after-grace", "c4-other-holder-admitted", "blockd-stop",
 ]
 
-SCRIPT = r"""
+SCRIPT = guest_steps.BLOCKD + r"""
 SIZE=268435456
-MNT=/mnt/disk
-mkdir -p /tmp/state $MNT
-export BLOCKD_SERVER=unix:///tmp/state/c.sock
 
 # Anything that leaves the device unusable ends the run; later steps would only hang.
 abort() {
-    echo "=== blockd log"; cat /tmp/blockd.log
+    dump_logs
     umount $MNT 2>/dev/null; nbd-client -d /dev/nbd0 2>/dev/null
     [ -n "${BLOCKD_PID:-}" ] && kill $BLOCKD_PID 2>/dev/null
     exit 1
@@ -56,32 +48,13 @@ step modprobe-nbd modprobe nbd || abort
 
 # A short lease grace, so that the lease an anonymous client leaves behind lapses within
 # the test (default 120 s).
-blockd --state-dir /tmp/state --control-socket /tmp/state/c.sock --lease-grace 5 \
-       --listen 127.0.0.1:10809 --volume name=disk,path=/tmp/disk.img,size=256MiB \
-       > /tmp/blockd.log 2>&1 &
-BLOCKD_PID=$!
-wait_ready() {
-    i=0
-    # The contract's listener line: the port is bound ("catalog ready" comes earlier).
-    while ! grep -q 'listening address=127.0.0.1:10809' /tmp/blockd.log; do
-        kill -0 $BLOCKD_PID 2>/dev/null || { echo "blockd exited"; return 1; }
-        i=$((i + 1)); [ $i -gt 300 ] && { echo "not ready after 60s"; return 1; }
-        sleep 0.2
-    done
-}
-step blockd-start wait_ready || abort
+step blockd-start start_blockd --lease-grace 5 --volume name=disk,path=/tmp/disk.img,size=256MiB || abort
 cat /tmp/blockd.log
 
 step nbd-client-connect nbd-client 127.0.0.1 10809 /dev/nbd0 -N disk -C 2 || abort
 size_is() { s=$(blockdev --getsize64 /dev/nbd0); echo "size $s"; [ "$s" = "$1" ]; }
 step device-size size_is $SIZE || abort
-# The kernel's sockets show in /proc/net/tcp like any others.
-two_conns() {
-    netstat -tn
-    n=$(netstat -tn | awk '$5 == "127.0.0.1:10809" && $6 == "ESTABLISHED"' | wc -l)
-    echo "client connections: $n"; [ "$n" -eq 2 ]
-}
-step two-connections two_conns
+step two-connections connections_are 2
 
 step mkfs-ext4 mkfs.ext4 -F /dev/nbd0 || abort
 step mount mount -t ext4 /dev/nbd0 $MNT || abort
@@ -154,11 +127,7 @@ step backing-file-e2fsck e2fsck -f -n /tmp/disk.img
 # nbd-client -C 4 names no holder (export "disk"): blockd's lease admission uses the
 # client's address, so all four connections are sessions of one lease of "127.0.0.1".
 step c4-connect nbd-client 127.0.0.1 10809 /dev/nbd1 -N disk -C 4 || abort
-four_conns() {
-    n=$(netstat -tn | awk '$5 == "127.0.0.1:10809" && $6 == "ESTABLISHED"' | wc -l)
-    echo "client connections: $n"; [ "$n" -eq 4 ]
-}
-step c4-four-connections four_conns
+step c4-four-connections connections_are 4
 # lease_row FIELD: from `blockctl lease show disk` (VOLUME STATE HOLDER MODE GENERATION
 # CONNECTIONS HELD EXPIRES), the row of holder 127.0.0.1.
 lease_row() { blockctl lease show disk | awk -v f=$1 '$1 == "disk" && $3 == "127.0.0.1" {print $f}'; }
@@ -223,44 +192,11 @@ free_after_grace() {
 step c4-lease-free-after-grace free_after_grace
 other_admitted() { blockctl lease acquire disk --holder other && blockctl lease release disk --holder other; }
 step c4-other-holder-admitted other_admitted
-stop_blockd() { kill -TERM $BLOCKD_PID; wait $BLOCKD_PID; rc=$?; echo "blockd exit $rc"; [ $rc -eq 0 ]; }
 step blockd-stop stop_blockd
-echo "=== blockd log"; cat /tmp/blockd.log
+dump_logs
 """
 
 
-def main() -> int:
-    vm.skip_if_no_qemu()
-    for binary in (BLOCKD, BLOCKCTL):
-        if not Path(binary).is_file():
-            print(f"FAIL: {binary} not found (build blockd and blockctl, or set BLOCKD_BIN / BLOCKCTL_BIN)")
-            return 1
-    kernel = vm.ensure_kernel()
-    config = kernel.config()
-    modules = ["nbd"]
-    if config.get("CONFIG_EXT4_FS") != "y":
-        modules.append("ext4")  # with jbd2, mbcache, crc16... via its depends
-    result = vm.run_in_vm(
-        SCRIPT,
-        binaries=["nbd-client", "mkfs.ext4", "e2fsck", "filefrag"],
-        files={"/usr/bin/blockd": BLOCKD, "/usr/bin/blockctl": BLOCKCTL, "/etc/mke2fs.conf": "/etc/mke2fs.conf"},
-        modules=modules,
-        kernel=kernel,
-        timeout=600,
-        memory_mib=1024,
-    )
-    for line in result.console_text.splitlines():
-        if line.startswith("SHOW "):
-            print(line[5:])
-    return vm.report(result, STEPS)
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except vm.QemuUnavailable as e:
-        print(f"SKIP: {e}", file=sys.stderr)
-        sys.exit(vm.SKIP)
-    except vm.VmError as e:  # no kernel, a binary missing on the host: a failure
-        print(f"FAIL: {e}")
-        sys.exit(1)
+    guest_steps.run(SCRIPT, STEPS, binaries=["nbd-client", "mkfs.ext4", "e2fsck", "filefrag"],
+                    show="SHOW ", strip_show=True)
