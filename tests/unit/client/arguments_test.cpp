@@ -1,22 +1,13 @@
 // blockctl's argument checks: sizes, names, labels, access modes, --nbd targets.
 #include <gtest/gtest.h>
 
+#include "tests/unit/client/usage_message.h"
 #include "tools/arguments.h"
 #include "tools/nbd_target.h"
 #include "tools/usage_error.h"
 
 namespace blockd::tools {
 namespace {
-
-std::string usage_message(auto&& fn) {
-  try {
-    fn();
-  } catch (const UsageError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no UsageError";
-  return "";
-}
 
 TEST(Arguments, Sizes) {
   EXPECT_EQ(parse_volume_size("10GiB"), 10ULL << 30);

@@ -1,6 +1,7 @@
 // blockctl lease: --ttl durations, --holder checks, and how leases are printed.
 #include <gtest/gtest.h>
 
+#include "tests/unit/client/usage_message.h"
 #include "tools/arguments.h"
 #include "tools/formatting.h"
 #include "tools/lease_formatting.h"
@@ -8,16 +9,6 @@
 
 namespace blockd::tools {
 namespace {
-
-std::string usage_message(auto&& fn) {
-  try {
-    fn();
-  } catch (const UsageError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no UsageError";
-  return "";
-}
 
 TEST(LeaseArguments, Durations) {
   EXPECT_EQ(parse_duration_seconds("30s"), 30u);
