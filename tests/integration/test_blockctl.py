@@ -337,13 +337,19 @@ def expires_in(lease, holder):
     return None
 
 
+def connect_as(b, export):
+    """A libnbd handle connected to blockd `b` with this export name (volume?holder=H)."""
+    h = nbd.NBD()
+    h.set_export_name(export)
+    h.connect_tcp("127.0.0.1", str(b.port))
+    return h
+
+
 def check_leases(c, ctl, b):
     """blockctl lease ..., judged by libnbd clients and the API's JSON."""
     r = ctl("volume", "create", "held", "--size", "16MiB")
     c.require(r.returncode == 0, "create a volume for the lease scenario", r.err)
-    a = nbd.NBD()
-    a.set_export_name("held?holder=node-a")
-    a.connect_tcp("127.0.0.1", str(b.port))
+    a = connect_as(b, "held?holder=node-a")
     a.pwrite(b"A" * 65536, 0)
     a.flush()
 
@@ -388,15 +394,11 @@ def check_leases(c, ctl, b):
     lease = ctl.json("lease", "show", "held")
     c.ok(int(lease["generation"]) == gen + 1 and [h["holder"] for h in lease["holders"]] == ["node-b"],
          "after the break node-b holds the lease at generation + 1", lease)
-    nb = nbd.NBD()
-    nb.set_export_name("held?holder=node-b")
-    nb.connect_tcp("127.0.0.1", str(b.port))
+    nb = connect_as(b, "held?holder=node-b")
     c.ok(nb.pread(65536, 0) == b"A" * 65536, "node-b reads what node-a had flushed, not its late write")
     nb.shutdown()
-    nagain = nbd.NBD()
-    nagain.set_export_name("held?holder=node-a")
     try:
-        nagain.connect_tcp("127.0.0.1", str(b.port))
+        nagain = connect_as(b, "held?holder=node-a")
         readmitted = True
         nagain.shutdown()
     except nbd.Error:
@@ -416,9 +418,7 @@ def check_leases(c, ctl, b):
     c.ok(len(rows) == 1 and rows[0]["HOLDER"] == "node-a" and rows[0]["CONNECTIONS"] == "0" and
          re.fullmatch(r"in (5m|4m\d+s)", rows[0]["EXPIRES"]),
          "lease list shows when a lease without connections expires", rows)
-    na = nbd.NBD()
-    na.set_export_name("held?holder=node-a")
-    na.connect_tcp("127.0.0.1", str(b.port))
+    na = connect_as(b, "held?holder=node-a")
     c.ok(na.pread(4096, 0) == b"A" * 4096, "after lease acquire node-a is admitted again")
     na.shutdown()
     r = ctl("lease", "renew", "held", "--holder", "node-a", "--ttl", "1h")
@@ -494,9 +494,7 @@ def check_status_rates(c, ctl, b):
     c.ok(os.path.isfile(state_file) and "rates" in json.load(open(state_file))["servers"][ctl.server]["volumes"],
          "the sample is kept in BLOCKCTL_STATE_DIR, per server address", state_file)
 
-    h = nbd.NBD()
-    h.set_export_name("rates?holder=node-r")
-    h.connect_tcp("127.0.0.1", str(b.port))
+    h = connect_as(b, "rates?holder=node-r")
     try:
         for i in range(100):
             h.pwrite(b"\xab" * 4096, i * 4096)
