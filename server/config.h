@@ -49,6 +49,9 @@ struct ServerConfig {
   std::vector<storage::StorageClass> storage_classes;
   unsigned workers = 0;  // 0: one per core
   unsigned ring_entries = 256;
+  // Busy polling (--busy-poll-us): after handling work, a worker keeps polling for this
+  // long before it sleeps. 0: off, the worker sleeps as soon as it is idle.
+  std::chrono::microseconds busy_poll{0};
   spdlog::level::level_enum log_level = spdlog::level::info;
   bool log_level_on_command_line = false;  // then a SIGHUP reload keeps it
   std::chrono::milliseconds handshake_timeout{30'000};
@@ -61,6 +64,8 @@ struct ServerConfig {
 };
 
 inline constexpr std::uint16_t kDefaultPort = 10809;
+// Past 10 ms a busy-polling worker would mostly burn a core for nothing.
+inline constexpr unsigned kMaxBusyPollMicroseconds = 10'000;
 
 // Exit codes (README "Running blockd"): 1 cannot start or run, 2 bad command line,
 // 3 bad config file (systemd's RestartPreventExitStatus: restarting cannot fix it).

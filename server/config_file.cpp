@@ -20,9 +20,9 @@ namespace blockd::server {
 namespace {
 
 constexpr std::size_t kMaxConfigBytes = 1 << 20;
-constexpr std::array<std::string_view, 11> kTopLevelKeys = {
-    "listen",         "state_dir",         "control_socket",   "control_listen",  "metrics_listen", "workers",
-    "log_level",      "handshake_timeout", "shutdown_timeout", "max_connections", "lease_grace"};
+constexpr std::array<std::string_view, 12> kTopLevelKeys = {
+    "listen",    "state_dir",         "control_socket",   "control_listen",  "metrics_listen", "workers",
+    "log_level", "handshake_timeout", "shutdown_timeout", "max_connections", "lease_grace",    "busy_poll_us"};
 constexpr std::string_view kStorageClassKey = "storage_class";
 constexpr std::array<std::string_view, 5> kClassKeys = {"name", "directory", "allocation", "io", "default"};
 
@@ -54,6 +54,9 @@ class Parser {
         config.metrics_listen = parse_tcp_address(node, "metrics_listen");
       } else if (name == "workers") {
         config.workers = static_cast<unsigned>(parse_integer(node, "workers", 0, 256, "(0: one per core)"));
+      } else if (name == "busy_poll_us") {
+        config.busy_poll = std::chrono::microseconds(
+            parse_integer(node, "busy_poll_us", 0, kMaxBusyPollMicroseconds, "(microseconds; 0: off)"));
       } else if (name == "log_level") {
         config.log_level = parse_log_level(node);
       } else if (name == "handshake_timeout") {

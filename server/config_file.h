@@ -35,6 +35,7 @@ struct FileConfig {
   std::optional<ListenAddress> control_listen;        // TCP only; off unless set
   std::optional<ListenAddress> metrics_listen;        // TCP only; off unless set
   std::optional<unsigned> workers;                    // 0: one per core
+  std::optional<std::chrono::microseconds> busy_poll;  // busy_poll_us; 0: off
   std::optional<spdlog::level::level_enum> log_level;
   std::optional<std::chrono::milliseconds> handshake_timeout;
   std::optional<std::chrono::milliseconds> shutdown_timeout;

@@ -233,14 +233,15 @@ unsigned Server::worker_count() const {
 void Server::start_workers() {
   const unsigned count = worker_count();
   for (unsigned i = 0; i < count; ++i) {
-    workers_.push_back(std::make_unique<Worker>(i, config_.ring_entries));
+    workers_.push_back(std::make_unique<Worker>(i, config_.ring_entries, config_.busy_poll));
     try {
       workers_.back()->start();
     } catch (const std::exception& e) {
       throw std::runtime_error("cannot start worker " + std::to_string(i) + ": " + e.what());
     }
   }
-  common::logger("server")->info("workers started count={} ring_entries={}", count, config_.ring_entries);
+  common::logger("server")->info("workers started count={} ring_entries={} busy_poll_us={}", count,
+                                 config_.ring_entries, config_.busy_poll.count());
 }
 
 void Server::open_listeners() {

@@ -7,8 +7,8 @@
 
 namespace blockd::server {
 
-Worker::Worker(unsigned index, unsigned ring_entries)
-    : index_(index), ring_entries_(ring_entries), work_(context_.get_executor()) {}
+Worker::Worker(unsigned index, unsigned ring_entries, std::chrono::microseconds busy_poll)
+    : index_(index), ring_entries_(ring_entries), busy_poll_(busy_poll), work_(context_.get_executor()) {}
 
 Worker::~Worker() { stop(); }
 
@@ -32,8 +32,27 @@ void Worker::run(std::promise<void>& ready) {
     return;
   }
   ready.set_value();
-  context_.run();
+  run_event_loop();
   ring_.reset();  // on the thread that owns it
+}
+
+void Worker::run_event_loop() {
+  if (busy_poll_.count() == 0) {
+    context_.run();
+    return;
+  }
+  using Clock = std::chrono::steady_clock;
+  auto last_work = Clock::now();
+  // run_one() returns 0 only once the context is stopped (the work guard keeps it busy
+  // until stop()), so neither branch can spin after shutdown.
+  while (!context_.stopped()) {
+    if (context_.poll() > 0) {
+      last_work = Clock::now();
+    } else if (Clock::now() - last_work >= busy_poll_) {
+      context_.run_one();
+      last_work = Clock::now();
+    }
+  }
 }
 
 void Worker::ping() {

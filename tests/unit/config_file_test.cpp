@@ -53,6 +53,7 @@ TEST(ConfigFile, EmptyFileGivesTheDefaults) {
   EXPECT_EQ(config.state_dir, "/var/lib/blockd");
   EXPECT_EQ(config.control_socket, "/run/blockd/control.sock");
   EXPECT_FALSE(config.workers);
+  EXPECT_FALSE(config.busy_poll);
   EXPECT_FALSE(config.log_level);
   EXPECT_FALSE(config.handshake_timeout);
   EXPECT_FALSE(config.shutdown_timeout);
@@ -66,6 +67,7 @@ listen = ["127.0.0.1:10809", "[::1]:10810", "unix:/run/blockd/nbd.sock"]
 state_dir = "/srv/blockd/state/"
 control_socket = "/run/blockd/ctl.sock"
 workers = 4
+busy_poll_us = 50
 log_level = "debug"
 handshake_timeout = 5
 shutdown_timeout = 2.5
@@ -94,6 +96,7 @@ default = true
   EXPECT_EQ(config.state_dir, "/srv/blockd/state");
   EXPECT_EQ(config.control_socket, "/run/blockd/ctl.sock");
   EXPECT_EQ(config.workers, 4U);
+  EXPECT_EQ(config.busy_poll, std::chrono::microseconds(50));
   EXPECT_EQ(config.log_level, spdlog::level::debug);
   EXPECT_EQ(config.handshake_timeout, std::chrono::milliseconds(5000));
   EXPECT_EQ(config.shutdown_timeout, std::chrono::milliseconds(2500));
@@ -131,6 +134,8 @@ TEST(ConfigFile, InlineTablesAreStorageClassesToo) {
 TEST(ConfigFile, LimitsAreInclusive) {
   EXPECT_EQ(parse_ok("workers = 0").workers, 0U);
   EXPECT_EQ(parse_ok("workers = 256").workers, 256U);
+  EXPECT_EQ(parse_ok("busy_poll_us = 0").busy_poll, std::chrono::microseconds(0));
+  EXPECT_EQ(parse_ok("busy_poll_us = 10000").busy_poll, std::chrono::microseconds(10'000));
   EXPECT_EQ(parse_ok("max_connections = 1").max_connections, 1U);
   EXPECT_EQ(parse_ok("max_connections = 1000000").max_connections, 1000000U);
   EXPECT_EQ(parse_ok("handshake_timeout = 0.1").handshake_timeout, std::chrono::milliseconds(100));
@@ -193,6 +198,9 @@ TEST(ConfigFileErrors, Numbers) {
   expect_error("workers = 257\n", "1:11", "workers is 257; it must be a whole number from 0 to 256");
   expect_error("workers = \"4\"\n", "1:11", "workers must be a whole number from 0 to 256 (0: one per core), not a string");
   expect_error("workers = 4.0\n", "1:11", "not a float");
+  expect_error("busy_poll_us = 10001\n", "1:16",
+               "busy_poll_us is 10001; it must be a whole number from 0 to 10000 (microseconds; 0: off)");
+  expect_error("busy_poll_us = 0.5\n", "1:16", "not a float");
   expect_error("max_connections = 0\n", "1:19", "max_connections is 0; it must be a whole number from 1 to 1000000");
   expect_error("max_connections = true\n", "1:19", "not a boolean");
   expect_error("handshake_timeout = 0\n", "1:21", "handshake_timeout must be from 0.1 to 3600 seconds");
