@@ -403,6 +403,11 @@ class LocalRow(Row):
                          "no network): the ceiling", ["fio"], kind="local")
 
 
+# The blockd-busy-poll row's polling window: longer than the gap between a reply and
+# fio's next request at queue depth 1, short next to a sleep.
+BUSY_POLL_US = 50
+
+
 def blockd_private_state(ctx):
     """A catalog and control socket of the benchmark's own, never the node's."""
     state = os.path.join(ctx.work, "blockd-state")
@@ -417,6 +422,16 @@ class BlockdFile(Row):
     def command(self, ctx, port):
         return [ctx.blockd, *blockd_private_state(ctx), "--listen", f"127.0.0.1:{port}",
                 "--volume", f"name={EXPORT},path={ctx.file}"], None
+
+
+class BlockdBusyPoll(Row):
+    def __init__(self):
+        super().__init__("blockd-busy-poll", f"blockd, file backend, --busy-poll-us {BUSY_POLL_US}: "
+                         "workers poll before sleeping", [])
+
+    def command(self, ctx, port):
+        return [ctx.blockd, *blockd_private_state(ctx), "--listen", f"127.0.0.1:{port}",
+                "--busy-poll-us", str(BUSY_POLL_US), "--volume", f"name={EXPORT},path={ctx.file}"], None
 
 
 class BlockdDirect(Row):
@@ -485,7 +500,7 @@ class NbdServer(Row):
 
 
 def all_rows():
-    return [LocalRow(), BlockdMemory(), BlockdFile(), Nbdkit(), QemuNbd("writeback"),
+    return [LocalRow(), BlockdMemory(), BlockdFile(), BlockdBusyPoll(), Nbdkit(), QemuNbd("writeback"),
             QemuNbd("none"), BlockdDirect(), NbdServer()]
 
 

@@ -102,7 +102,7 @@ def body(c):
              "its message names what is missing", text)
         c.ok(not os.path.exists(os.path.join(out, "res")), "and it measured nothing")
 
-    servers = ["io_uring-local", "blockd-memory", "blockd", "blockd-direct"]
+    servers = ["io_uring-local", "blockd-memory", "blockd", "blockd-busy-poll", "blockd-direct"]
     for row, tool in PEERS.items():
         if shutil.which(tool, path=fx.SYSTEM_PATH):
             servers.append(row)
