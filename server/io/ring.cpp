@@ -56,7 +56,40 @@ Ring::~Ring() {
   boost::system::error_code ignored;
   event_.close(ignored);
   cancel_in_flight();
+  // Parked coroutines never woken: destroy their frames without resuming them. Their
+  // RingEvents first forget the ring (one may outlive it, in a frame the io_context
+  // destroys later); the containers are moved out, as a frame's destructor may reach
+  // forget().
+  for (auto& [key, parked] : parked_) *parked.key = 0;
+  auto parked = std::move(parked_);
+  auto woken = std::move(woken_);
+  parked_.clear();
+  woken_.clear();
+  parked.clear();
+  woken.clear();
   io_uring_queue_exit(&ring_);
+}
+
+void Ring::park(Resume resume, std::uint64_t* key) {
+  *key = next_park_key_++;
+  parked_.emplace(*key, Parked{std::move(resume), key});
+}
+
+void Ring::wake(std::uint64_t key) {
+  auto it = parked_.find(key);
+  if (it == parked_.end()) return;
+  *it->second.key = 0;
+  woken_.push_back(std::move(it->second.resume));
+  parked_.erase(it);
+  schedule_submit();
+}
+
+void Ring::forget(std::uint64_t key) { parked_.erase(key); }
+
+void Ring::resume_woken() {
+  auto woken = std::move(woken_);
+  woken_.clear();
+  for (Resume& resume : woken) std::move(resume)();
 }
 
 void Ring::cancel_in_flight() {
@@ -110,7 +143,7 @@ void Ring::track(io_uring_sqe* sqe, Completion completion) {
 }
 
 void Ring::schedule_submit() {
-  if (submit_scheduled_) return;
+  if (submit_scheduled_ || in_pass_) return;
   submit_scheduled_ = true;
   asio::post(context_, [this] {
     submit_scheduled_ = false;
@@ -144,14 +177,23 @@ void Ring::submit_now() {
   // another trip through epoll. The eventfd is off meanwhile, or every such completion
   // would also wake the loop for nothing (an epoll_wait, a read and an epoll_ctl);
   // whatever completes after it is back on is reaped below or signals it.
-  if (unsubmitted_ > 0) {
-    io_uring_cq_eventfd_toggle(&ring_, false);
-    const int ret = enter();
-    io_uring_cq_eventfd_toggle(&ring_, true);
-    if (ret < 0) schedule_submit();
+  if (in_pass_) return;  // a completion handler's submit: the running pass loops
+  in_pass_ = true;
+  bool retry_later = false;
+  for (;;) {
+    if (unsubmitted_ > 0) {
+      io_uring_cq_eventfd_toggle(&ring_, false);
+      const int ret = enter();
+      io_uring_cq_eventfd_toggle(&ring_, true);
+      if (ret < 0) retry_later = true;  // the kernel is short of room: not in this pass
+    }
+    reap();
+    deliver();
+    resume_woken();
+    if (woken_.empty() && (unsubmitted_ == 0 || retry_later)) break;
   }
-  reap();
-  deliver();
+  in_pass_ = false;
+  if (unsubmitted_ > 0 || !woken_.empty()) schedule_submit();
 }
 
 void Ring::wait_for_completions() {
@@ -159,8 +201,7 @@ void Ring::wait_for_completions() {
     if (ec) return;  // closed at shutdown
     std::uint64_t counter;
     [[maybe_unused]] ssize_t n = ::read(event_fd_, &counter, sizeof counter);
-    reap();
-    deliver();
+    submit_now();  // deliver, then submit what the resumed coroutines prepared
     wait_for_completions();
   });
 }

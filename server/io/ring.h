@@ -8,6 +8,12 @@
 // Completions are signalled through an eventfd watched by the io_context; each
 // wake-up drains the completion queue fully (DESIGN.md §6). Each operation's
 // result is the CQE's `res`: >= 0 on success, -errno on failure.
+//
+// A submit pass (one posted handler) loops: submit, deliver what completed, resume the
+// coroutines woken meanwhile through a RingEvent, and again while that queued new
+// submissions. So a read that completes inside io_uring_enter, the reply it queues,
+// and the reply writer's send all happen in one pass of the event loop, not three
+// (each pass of Asio's scheduler costs an epoll_wait).
 #pragma once
 
 #include "server/metrics/counter.h"
@@ -24,6 +30,8 @@
 #include <cstdint>
 #include <deque>
 #include <span>
+#include <unordered_map>
+#include <vector>
 
 namespace blockd::server::io {
 
@@ -54,6 +62,16 @@ class Ring {
   // is full, the peer closes (a short count) or it fails.
   asio::awaitable<int> recv(int fd, std::span<std::byte> buffer, int flags);
 
+  // RingEvent's side: a parked coroutine (its resumption) is kept here, so the ring
+  // can resume it inside a submit pass, and destroys it at shutdown if never woken.
+  // `*key` holds the parking's key until it is woken or the ring is gone (then 0).
+  using Resume = asio::any_completion_handler<void()>;
+  void park(Resume resume, std::uint64_t* key);
+  // Resumes the parked coroutine `key` at the end of the current submit pass (or of
+  // one scheduled now); nothing if it is not parked.
+  void wake(std::uint64_t key);
+  void forget(std::uint64_t key);
+
   // Any thread (the /metrics scrape).
   std::uint64_t submissions() const { return submissions_.get(); }
   std::uint64_t completions() const { return completions_.get(); }
@@ -81,6 +99,7 @@ class Ring {
   void wait_for_completions();
   void reap();     // completion queue -> ready_, without running anything
   void deliver();  // runs the handlers in ready_
+  void resume_woken();
   void cancel_in_flight();
 
   asio::io_context& context_;
@@ -88,12 +107,20 @@ class Ring {
   int event_fd_ = -1;
   asio::posix::stream_descriptor event_;
   bool submit_scheduled_ = false;
+  bool in_pass_ = false;  // inside submit_now(): it submits whatever is prepared meanwhile
   bool delivering_ = false;
   struct Ready {
     Completion* completion;
     int result;
   };
   std::deque<Ready> ready_;
+  struct Parked {
+    Resume resume;
+    std::uint64_t* key;
+  };
+  std::unordered_map<std::uint64_t, Parked> parked_;
+  std::vector<Resume> woken_;
+  std::uint64_t next_park_key_ = 1;
   unsigned unsubmitted_ = 0;
   std::size_t in_flight_ = 0;  // submitted or queued, completion not yet delivered
   metrics::SingleWriterCounter submissions_;

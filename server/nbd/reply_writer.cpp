@@ -6,17 +6,17 @@
 namespace blockd::server::nbd {
 
 ReplyWriter::ReplyWriter(net::Socket& socket, io::Ring& ring)
-    : socket_(socket), ring_(ring), ready_(socket.get_executor()), done_event_(socket.get_executor()) {}
+    : socket_(socket), ring_(ring), ready_(ring), done_event_(socket.get_executor()) {}
 
 void ReplyWriter::send(Reply reply) {
   if (failed_ || done_) return;
   queue_.push_back(std::move(reply));
-  ready_.notify_all();
+  ready_.notify();
 }
 
 void ReplyWriter::finish() {
   finishing_ = true;
-  ready_.notify_all();
+  ready_.notify();
 }
 
 asio::awaitable<void> ReplyWriter::run() {

@@ -1,6 +1,7 @@
 // ReplyWriter: the one writer of a connection's replies. Request coroutines queue
 // replies in any order; run() gathers everything queued into one vectored write, so
-// many small replies cost one system call (DESIGN.md §6). The write is a sendmsg on
+// many small replies cost one system call (DESIGN.md §6). It waits on a RingEvent: the
+// replies of the reads one ring pass completed are gathered and sent in that pass. The write is a sendmsg on
 // the worker's io_uring ring: it shares an io_uring_enter with the disk reads and
 // writes submitted in the same turn of the event loop, and the kernel finishes a large
 // reply (a 1 MiB READ) by itself instead of waking us for every partial write.
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "server/io/async_event.h"
+#include "server/io/ring_event.h"
 #include "server/io/ring.h"
 #include "server/nbd/reply.h"
 #include "server/net/socket.h"
@@ -57,7 +59,7 @@ class ReplyWriter {
   std::vector<iovec> iovecs_;
   std::size_t batch_bytes_ = 0;
   msghdr message_{};
-  io::AsyncEvent ready_;
+  io::RingEvent ready_;  // resumed inside the ring's pass that queued the reply
   io::AsyncEvent done_event_;
   bool finishing_ = false;
   bool failed_ = false;
