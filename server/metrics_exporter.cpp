@@ -7,7 +7,7 @@
 
 namespace blockd::server {
 
-using metrics::kErrorKindCount;
+using metrics::kErrorSlots;
 using metrics::kLatencyBuckets;
 using metrics::kOpCount;
 using metrics::Op;
@@ -58,12 +58,12 @@ std::string MetricsExporter::render() const {
   for (const auto& r : readings)
     for (Op op : kOps) {
       const auto& totals = r[op];
-      for (std::size_t e = 0; e < kErrorKindCount; ++e)
+      for (std::size_t e = 0; e < kErrorSlots; ++e)
         if (totals.errors[e] > 0)
           out.sample("blockd_request_errors_total",
                      {{"volume", r.name},
                       {"op", std::string(to_string(op))},
-                      {"error", std::string(to_string(static_cast<metrics::ErrorKind>(e)))}},
+                      {"error", std::string(metrics::error_label(e))}},
                      totals.errors[e]);
     }
 

@@ -17,19 +17,13 @@ std::string_view to_string(Op op) {
   return "other";
 }
 
-std::string_view to_string(ErrorKind kind) {
-  switch (kind) {
-    case ErrorKind::kPerm: return "EPERM";
-    case ErrorKind::kIo: return "EIO";
-    case ErrorKind::kNoMem: return "ENOMEM";
-    case ErrorKind::kInval: return "EINVAL";
-    case ErrorKind::kNoSpc: return "ENOSPC";
-    case ErrorKind::kOverflow: return "EOVERFLOW";
-    case ErrorKind::kNotSup: return "ENOTSUP";
-    case ErrorKind::kShutdown: return "ESHUTDOWN";
-    case ErrorKind::kOther: return "other";
-  }
-  return "other";
+std::size_t error_slot(common::nbd::Error error) {
+  const auto* it = std::find(kCountedErrors.begin(), kCountedErrors.end(), error);
+  return static_cast<std::size_t>(it - kCountedErrors.begin());  // kCountedErrors.size(): other
+}
+
+std::string_view error_label(std::size_t slot) {
+  return slot < kCountedErrors.size() ? common::nbd::to_string(kCountedErrors[slot]) : "other";
 }
 
 VolumeMetrics::VolumeMetrics(unsigned workers) {
@@ -37,13 +31,13 @@ VolumeMetrics::VolumeMetrics(unsigned workers) {
 }
 
 void VolumeMetrics::record(WorkerCounters& counters, Op op, std::uint64_t bytes, std::chrono::nanoseconds latency,
-                           bool ok, ErrorKind error) {
+                           common::nbd::Error outcome) {
   OpCounters& c = counters.ops[static_cast<std::size_t>(op)];
   c.requests.add();
-  if (ok) {
+  if (outcome == common::nbd::Error::kOk) {
     c.bytes.add(bytes);
   } else {
-    c.errors[static_cast<std::size_t>(error)].add();
+    c.errors[error_slot(outcome)].add();
   }
   const double seconds = std::chrono::duration<double>(latency).count();
   const auto bucket = std::lower_bound(kLatencyBuckets.begin(), kLatencyBuckets.end(), seconds) - kLatencyBuckets.begin();
@@ -59,7 +53,7 @@ OpTotals VolumeMetrics::totals(Op op) const {
     out.requests += c.requests.get();
     out.bytes += c.bytes.get();
     out.latency_ns += c.latency_ns.get();
-    for (std::size_t i = 0; i < kErrorKindCount; ++i) out.errors[i] += c.errors[i].get();
+    for (std::size_t i = 0; i < kErrorSlots; ++i) out.errors[i] += c.errors[i].get();
     for (std::size_t i = 0; i < out.latency.size(); ++i) out.latency[i] += c.latency[i].get();
   }
   return out;

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/nbd_protocol.h"
 #include "server/metrics/counter.h"
 
 namespace blockd::server::metrics {
@@ -23,10 +24,16 @@ enum class Op { kRead, kWrite, kFlush, kTrim, kWriteZeroes, kCache, kBlockStatus
 inline constexpr std::size_t kOpCount = 7;
 std::string_view to_string(Op op);
 
-// The NBD errors (nbd-proto.md "Error values") a request can end with.
-enum class ErrorKind { kPerm, kIo, kNoMem, kInval, kNoSpc, kOverflow, kNotSup, kShutdown, kOther };
-inline constexpr std::size_t kErrorKindCount = 9;
-std::string_view to_string(ErrorKind kind);  // "EPERM", "EIO", ...
+// The NBD errors (nbd-proto.md "Error values") a request can end with, in the order
+// of the per-error counters; one more counter takes any other value.
+inline constexpr std::array<common::nbd::Error, 8> kCountedErrors = {
+    common::nbd::Error::kPerm,  common::nbd::Error::kIo,       common::nbd::Error::kNoMem,
+    common::nbd::Error::kInval, common::nbd::Error::kNoSpc,    common::nbd::Error::kOverflow,
+    common::nbd::Error::kNotSup, common::nbd::Error::kShutdown};
+inline constexpr std::size_t kErrorSlots = kCountedErrors.size() + 1;
+// The counter that counts `error` (not kOk), and a counter's label: "EPERM", ... "other".
+std::size_t error_slot(common::nbd::Error error);
+std::string_view error_label(std::size_t slot);
 
 // Upper bounds in seconds; a last, implicit bucket is +Inf.
 inline constexpr std::array<double, 14> kLatencyBuckets = {
@@ -35,7 +42,7 @@ inline constexpr std::array<double, 14> kLatencyBuckets = {
 struct OpCounters {
   SingleWriterCounter requests;
   SingleWriterCounter bytes;
-  std::array<SingleWriterCounter, kErrorKindCount> errors;
+  std::array<SingleWriterCounter, kErrorSlots> errors;
   std::array<SingleWriterCounter, kLatencyBuckets.size() + 1> latency;  // per bucket, not cumulative
   SingleWriterCounter latency_ns;                                        // the histogram's sum
 };
@@ -49,7 +56,7 @@ struct WorkerCounters {
 // Sums over every worker, for the scrape.
 struct OpTotals {
   std::uint64_t requests = 0, bytes = 0, latency_ns = 0;
-  std::array<std::uint64_t, kErrorKindCount> errors{};
+  std::array<std::uint64_t, kErrorSlots> errors{};
   std::array<std::uint64_t, kLatencyBuckets.size() + 1> latency{};
 };
 
@@ -60,9 +67,9 @@ class VolumeMetrics {
   // Data path: the calling worker's counters. An index past the worker count (a test
   // without workers) shares the last block.
   WorkerCounters& worker(unsigned index) { return *per_worker_[index < per_worker_.size() ? index : per_worker_.size() - 1]; }
-  // Records one finished request.
+  // Records one finished request; `outcome` kOk, or the error it was answered with.
   static void record(WorkerCounters& counters, Op op, std::uint64_t bytes, std::chrono::nanoseconds latency,
-                     bool ok, ErrorKind error);
+                     common::nbd::Error outcome);
 
   OpTotals totals(Op op) const;
   std::uint64_t in_flight() const;

@@ -157,6 +157,7 @@ void Session::dispatch(const RequestHeader& request, io::Buffer payload) {
     reply_error(request, Error::kShutdown, "server is shutting down");
     return;
   }
+  counters_.started.add();  // finished by record(), refused or run
   const Error verdict = validate_request(request, terms_);
   if (verdict != Error::kOk) {
     ++stats_.errors;
@@ -165,11 +166,9 @@ void Session::dispatch(const RequestHeader& request, io::Buffer payload) {
                                  peer_, volume_->name(), request.type, request.offset,
                                  request.length, request.flags, wire::to_string(verdict));
     reply_error(request, verdict, "invalid request");
-    counters_.started.add();
     record(request, verdict, std::chrono::nanoseconds(0));
     return;
   }
-  counters_.started.add();
   ++in_flight_;
   in_flight_bytes_ += cost(request);
   asio::co_spawn(socket_.get_executor(), run_request(shared_from_this(), request, std::move(payload)),
@@ -299,21 +298,6 @@ std::optional<metrics::Op> op_of(std::uint16_t type) {
   return std::nullopt;
 }
 
-metrics::ErrorKind kind_of(Error error) {
-  switch (error) {
-    case Error::kPerm: return metrics::ErrorKind::kPerm;
-    case Error::kIo: return metrics::ErrorKind::kIo;
-    case Error::kNoMem: return metrics::ErrorKind::kNoMem;
-    case Error::kInval: return metrics::ErrorKind::kInval;
-    case Error::kNoSpc: return metrics::ErrorKind::kNoSpc;
-    case Error::kOverflow: return metrics::ErrorKind::kOverflow;
-    case Error::kNotSup: return metrics::ErrorKind::kNotSup;
-    case Error::kShutdown: return metrics::ErrorKind::kShutdown;
-    case Error::kOk: break;
-  }
-  return metrics::ErrorKind::kOther;
-}
-
 }  // namespace
 
 void Session::record(const RequestHeader& request, Error outcome, std::chrono::nanoseconds latency) {
@@ -323,8 +307,7 @@ void Session::record(const RequestHeader& request, Error outcome, std::chrono::n
     return;
   }
   const bool moves_data = *op == metrics::Op::kRead || *op == metrics::Op::kWrite;
-  metrics::VolumeMetrics::record(counters_, *op, moves_data ? request.length : 0, latency, outcome == Error::kOk,
-                                 kind_of(outcome));
+  metrics::VolumeMetrics::record(counters_, *op, moves_data ? request.length : 0, latency, outcome);
 }
 
 Error Session::reply_failure(const RequestHeader& request, int err, const char* operation) {
