@@ -16,8 +16,6 @@
 // (each pass of Asio's scheduler costs an epoll_wait).
 #pragma once
 
-#include "server/metrics/counter.h"
-
 #include <liburing.h>
 #include <sys/socket.h>
 
@@ -32,6 +30,8 @@
 #include <span>
 #include <unordered_map>
 #include <vector>
+
+#include "server/metrics/counter.h"
 
 namespace blockd::server::io {
 
