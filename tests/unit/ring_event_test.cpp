@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -49,43 +50,59 @@ class RingEventTest : public testing::Test {
   std::optional<Ring> ring_{std::in_place, context_, 8};  // destroyed before the io_context
 };
 
+struct Progress {
+  bool woken = false;
+  bool waiter_read_done = false;
+  bool reader_done = false;
+};
+
+// Named coroutines with their parameters by value (DESIGN.md §6).
+asio::awaitable<void> wait_then_read(RingEvent* event, Ring* ring, int fd, std::span<std::byte> buffer,
+                                     Progress* progress) {
+  co_await event->wait();
+  progress->woken = true;
+  EXPECT_EQ(co_await ring->read(fd, buffer, 4096), 4096);
+  progress->waiter_read_done = true;
+}
+
+asio::awaitable<void> read_then_notify(RingEvent* event, Ring* ring, int fd, std::span<std::byte> buffer,
+                                       Progress* progress) {
+  EXPECT_EQ(co_await ring->read(fd, buffer, 0), 4096);
+  event->notify();
+  EXPECT_FALSE(progress->woken) << "resumed inside notify(), before the notifier went on";
+  progress->reader_done = true;
+}
+
+// `held` lives as long as the frame: the test sees when the frame is gone.
+asio::awaitable<void> wait_once(RingEvent* event, bool* woken, [[maybe_unused]] std::shared_ptr<int> held) {
+  co_await event->wait();
+  *woken = true;
+}
+
 TEST_F(RingEventTest, AWaiterWokenByACompletionRunsAndSubmitsInTheSamePass) {
   RingEvent event(*ring_);
-  std::vector<std::byte> buffer(4096);
-  bool woken = false, waiter_read_done = false, reader_done = false;
-  asio::co_spawn(context_, [&]() -> asio::awaitable<void> {
-    co_await event.wait();
-    woken = true;
-    EXPECT_EQ(co_await ring_->read(fd_.get(), buffer, 4096), 4096);
-    waiter_read_done = true;
-  }, asio::detached);
-  asio::co_spawn(context_, [&]() -> asio::awaitable<void> {
-    EXPECT_EQ(co_await ring_->read(fd_.get(), buffer, 0), 4096);
-    event.notify();
-    EXPECT_FALSE(woken) << "resumed inside notify(), before the notifier went on";
-    reader_done = true;
-  }, asio::detached);
+  std::vector<std::byte> first(4096), second(4096);
+  Progress progress;
+  asio::co_spawn(context_, wait_then_read(&event, &*ring_, fd_.get(), second, &progress), asio::detached);
+  asio::co_spawn(context_, read_then_notify(&event, &*ring_, fd_.get(), first, &progress), asio::detached);
   // Run handler by handler until the reader is done. In the handler that delivered its
   // read (a submit pass, or the eventfd's wake-up), the notified waiter must have been
   // resumed after the delivery and its own read submitted, not left to a later trip
   // through the scheduler (each costs an epoll_wait).
   int handlers = 0;
-  while (!reader_done && handlers < 1000 && context_.poll_one() > 0) ++handlers;
-  ASSERT_TRUE(reader_done);
-  EXPECT_TRUE(woken) << "the waiter runs in the pass that woke it";
+  while (!progress.reader_done && handlers < 1000 && context_.poll_one() > 0) ++handlers;
+  ASSERT_TRUE(progress.reader_done);
+  EXPECT_TRUE(progress.woken) << "the waiter runs in the pass that woke it";
   EXPECT_EQ(ring_->submissions(), 2U) << "and its read is submitted in that pass";
-  run_until(waiter_read_done);
-  EXPECT_TRUE(waiter_read_done);
+  run_until(progress.waiter_read_done);
+  EXPECT_TRUE(progress.waiter_read_done);
 }
 
 TEST_F(RingEventTest, NotifyWithNobodyWaitingIsHarmless) {
   RingEvent event(*ring_);
   event.notify();  // nobody waits: lost, as the contract says
   bool woken = false;
-  asio::co_spawn(context_, [&]() -> asio::awaitable<void> {
-    co_await event.wait();
-    woken = true;
-  }, asio::detached);
+  asio::co_spawn(context_, wait_once(&event, &woken, nullptr), asio::detached);
   context_.poll();
   EXPECT_FALSE(woken) << "an earlier notification must not satisfy a later wait";
   event.notify();
@@ -98,10 +115,7 @@ TEST_F(RingEventTest, AWaiterNeverWokenIsDestroyedWithTheRing) {
   auto event = std::make_unique<RingEvent>(*ring_);
   auto token = std::make_shared<int>(0);
   bool resumed = false;
-  asio::co_spawn(context_, [&, held = token]() -> asio::awaitable<void> {
-    co_await event->wait();
-    resumed = true;
-  }, asio::detached);
+  asio::co_spawn(context_, wait_once(event.get(), &resumed, token), asio::detached);
   context_.poll();
   ASSERT_EQ(token.use_count(), 2) << "the parked frame holds its capture";
   ring_.reset();
