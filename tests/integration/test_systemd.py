@@ -160,6 +160,10 @@ def check_socket_activation(c, d):
         h.pwrite(b"s" * 512, 0)
         c.ok(h.pread(512, 0) == b"s" * 512, "a client that connected before blockd started is served")
         h.shutdown()
+        # The reader thread may not have caught up with blockd's log yet.
+        wait = fx.deadline(10)
+        while wait() and not any("socket-activated" in line for line in log):
+            time.sleep(0.05)
         c.ok(any("socket-activated" in line for line in log), "blockd says it uses the activated sockets",
              "".join(log)[-400:])
         r = subprocess.run(["curl", "-sS", "--max-time", "10", "--unix-socket", control, "http://localhost/v1/status"],
