@@ -208,6 +208,17 @@ def use_system_python():
     os.environ["PATH"] = SYSTEM_PATH + ":" + os.environ.get("PATH", "")
 
 
+def import_libnbd():
+    """Debian's python3 (use_system_python) and its python3-libnbd: the `nbd` module, or
+    skip (77) when it is not installed."""
+    use_system_python()
+    try:
+        import nbd
+    except ImportError:
+        skip("python3-libnbd (import nbd) is not available")
+    return nbd
+
+
 def require_tools(*names):
     """Skip (77) if a required external program is missing."""
     for name in names:

@@ -40,11 +40,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import blockd_fixture as fx  # noqa: E402
 
-fx.use_system_python()
-try:
-    import nbd  # noqa: E402
-except ImportError:
-    fx.skip("python3-libnbd (import nbd) is not available")
+nbd = fx.import_libnbd()
 
 MiB = 1 << 20
 IMAGE_SIZE = 48 * MiB

@@ -12,6 +12,7 @@ spinning once it is idle.
              the file; an out-of-range value is refused with exit 2 and a message
 """
 import os
+import random
 import subprocess
 import sys
 import time
@@ -19,13 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import blockd_fixture as fx  # noqa: E402
 
-fx.use_system_python()
-import random  # noqa: E402
-
-try:
-    import nbd  # noqa: E402
-except ImportError:
-    fx.skip("python3-libnbd (import nbd) is not available")
+nbd = fx.import_libnbd()
 
 KiB = 1 << 10
 MiB = 1 << 20

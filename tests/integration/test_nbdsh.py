@@ -24,18 +24,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import blockd_fixture as fx  # noqa: E402
 
-fx.use_system_python()
+nbd = fx.import_libnbd()
 import ctypes  # noqa: E402
 import errno  # noqa: E402
 import random  # noqa: E402
 import socket  # noqa: E402
 import struct  # noqa: E402
 import time  # noqa: E402
-
-try:
-    import nbd  # noqa: E402
-except ImportError:
-    fx.skip("python3-libnbd (import nbd) is not available")
 
 KiB = 1 << 10
 MiB = 1 << 20
