@@ -193,7 +193,7 @@ void Ring::submit_now() {
     if (woken_.empty() && (unsubmitted_ == 0 || retry_later)) break;
   }
   in_pass_ = false;
-  if (unsubmitted_ > 0 || !woken_.empty()) schedule_submit();
+  if (unsubmitted_ > 0) schedule_submit();  // the kernel was short of room: try again
 }
 
 void Ring::wait_for_completions() {

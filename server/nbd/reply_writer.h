@@ -1,9 +1,8 @@
 // ReplyWriter: the one writer of a connection's replies. Request coroutines queue
 // replies in any order; run() gathers everything queued into one vectored write, so
 // many small replies cost one system call (DESIGN.md §6). It waits on a RingEvent: the
-// replies of the reads one ring pass completed are gathered and sent in that pass. The write is a sendmsg on
-// the worker's io_uring ring: it shares an io_uring_enter with the disk reads and
-// writes submitted in the same turn of the event loop, and the kernel finishes a large
+// replies of the reads one ring pass completed are gathered and sent in that pass. The
+// write is a sendmsg on the worker's io_uring ring, and the kernel finishes a large
 // reply (a 1 MiB READ) by itself instead of waking us for every partial write.
 //
 // Once a write fails (the client went away), later replies are dropped: nothing is
