@@ -167,6 +167,17 @@ def deadline(seconds):
     return lambda: time.monotonic() < end
 
 
+def wait_until(condition, seconds):
+    """Poll condition() every 50 ms until it holds or `seconds` have passed; its last value.
+
+    For what another thread or process will do soon: a log line the reader thread has
+    not read yet, a socket a child has not created yet."""
+    wait = deadline(seconds)
+    while wait() and not condition():
+        time.sleep(0.05)
+    return condition()
+
+
 # --- helpers for the test scripts --------------------------------------------
 # Everything below is optional sugar used by tests/integration/test_*.py; the
 # Blockd API above is unchanged (start() additionally remembers the instance so

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import blockd_fixture as fx  # noqa: E402
@@ -155,11 +154,8 @@ def main():
             check("max-connections: a slot freed is served again", served)
             second.close()
             # The fixture reads blockd's stderr on its own thread: give it time to catch up.
-            logged = fx.deadline(10)
-            while logged() and "max-connections=2 reached" not in limited.log:
-                time.sleep(0.05)
-            check("max-connections: the refusal is logged", "max-connections=2 reached" in limited.log,
-                  limited.log[-500:])
+            check("max-connections: the refusal is logged",
+                  fx.wait_until(lambda: "max-connections=2 reached" in limited.log, 10), limited.log[-500:])
 
         r = run_blockd(["--help"])
         check("--help exits 0 and documents --volume", r.returncode == 0 and "--volume" in r.stdout, r.returncode)

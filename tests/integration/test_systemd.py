@@ -129,9 +129,7 @@ def check_notify(c, d):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fx.on_timeout(proc.kill)
     before = time.monotonic()
-    wait = fx.deadline(20)
-    while wait() and notify.count("READY=1", since=before) == 0:
-        time.sleep(0.05)
+    fx.wait_until(lambda: notify.count("READY=1", since=before) > 0, 20)
     proc.send_signal(signal.SIGTERM)
     c.eq(proc.wait(30), 0, "blockd exits 0 on SIGTERM")
     c.ok(notify.count("STOPPING=1", since=before) == 1, "STOPPING=1 on SIGTERM")
@@ -151,9 +149,7 @@ def check_socket_activation(c, d):
     log = []
     threading.Thread(target=lambda: log.extend(activator.stdout), daemon=True).start()
     try:
-        wait = fx.deadline(10)
-        while wait() and not os.path.exists(control):
-            time.sleep(0.05)
+        fx.wait_until(lambda: os.path.exists(control), 10)
         # The client connects before blockd runs; it is served once blockd has started.
         h = nbd.NBD()
         h.connect_uri(f"nbd://127.0.0.1:{port}/m")
@@ -161,10 +157,8 @@ def check_socket_activation(c, d):
         c.ok(h.pread(512, 0) == b"s" * 512, "a client that connected before blockd started is served")
         h.shutdown()
         # The reader thread may not have caught up with blockd's log yet.
-        wait = fx.deadline(10)
-        while wait() and not any("socket-activated" in line for line in log):
-            time.sleep(0.05)
-        c.ok(any("socket-activated" in line for line in log), "blockd says it uses the activated sockets",
+        c.ok(fx.wait_until(lambda: any("socket-activated" in line for line in log), 10),
+             "blockd says it uses the activated sockets",
              "".join(log)[-400:])
         r = subprocess.run(["curl", "-sS", "--max-time", "10", "--unix-socket", control, "http://localhost/v1/status"],
                            capture_output=True, text=True, timeout=30)
@@ -242,9 +236,7 @@ def check_reload(c, d):
         with open(config, "w") as f:
             f.write(f'log_level = "debug"\n[[storage_class]]\nname = "extra"\ndirectory = "{extra_dir}"\n')
         b.proc.send_signal(signal.SIGHUP)
-        wait = fx.deadline(10)
-        while wait() and "SIGHUP: reloaded" not in b.log:
-            time.sleep(0.05)
+        fx.wait_until(lambda: "SIGHUP: reloaded" in b.log, 10)
         c.ok("SIGHUP: reloaded" in b.log and "log_level=debug" in b.log, "SIGHUP applies a changed config",
              b.log[-500:])
         c.eq(classes(), ["extra"], "the new storage class is served by the API")
@@ -253,9 +245,7 @@ def check_reload(c, d):
         with open(config, "w") as f:
             f.write('log_level = "chatty"\n')
         b.proc.send_signal(signal.SIGHUP)
-        wait = fx.deadline(10)
-        while wait() and "reload refused" not in b.log:
-            time.sleep(0.05)
+        fx.wait_until(lambda: "reload refused" in b.log, 10)
         c.ok(re.search(r"SIGHUP: reload refused, nothing changed: .*reload\.toml:1:\d+: log_level 'chatty'", b.log),
              "an invalid config is refused with the file, line and reason", b.log[-500:])
         c.eq(classes(), ["extra"], "the refused reload changed nothing")
