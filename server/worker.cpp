@@ -1,5 +1,7 @@
 #include "server/worker.h"
 
+#include <sched.h>
+
 #include <boost/asio/post.hpp>
 
 #include "common/logging.h"
@@ -51,6 +53,10 @@ void Worker::run_event_loop() {
     } else if (Clock::now() - last_work >= busy_poll_) {
       context_.run_one();
       last_work = Clock::now();
+    } else {
+      // Nothing to do yet: let anything else runnable on this CPU (the client, an io-wq
+      // writer) have it before the next poll, instead of taking a fair share of it.
+      sched_yield();
     }
   }
 }

@@ -9,7 +9,9 @@
 // idle pays a wake-up for nearly every request at low queue depth, and on a VM an idle
 // vCPU's wake-up is tens of microseconds. With busy polling it keeps polling for a
 // while after its last work, so the next request usually finds it awake. The price is
-// CPU time: up to busy_poll of spinning after every burst.
+// CPU time: up to busy_poll of spinning after every burst. Between polls it yields, so
+// a thread that needs that CPU (a client on the same node, the kernel worker doing a
+// buffered write) gets it rather than waiting for the worker's time slice to end.
 //
 // Thread affinity: start()/stop()/drain() from the main thread; everything else on
 // the worker thread.

@@ -8,6 +8,9 @@ spinning once it is idle.
   idle       after the traffic, blockd's CPU time over 1.5 s of idleness stays under
              0.15 s: the workers went back to sleep (a worker that never stopped
              polling would burn about 1.5 s)
+  gives way  a polling worker pinned to one CPU with a CPU-bound process beside it:
+             the process gets most of that CPU (a worker that spun without yielding
+             would take its fair half)
   config     busy_poll_us from the config file reaches the workers; the flag wins over
              the file; an out-of-range value is refused with exit 2 and a message
 """
@@ -88,6 +91,60 @@ def idle(c, server):
          "the workers kept polling instead of sleeping")
 
 
+def pin_threads(pid, cpu):
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), {cpu})
+
+
+def gives_way(c):
+    """While a worker polls it yields the CPU to whoever else is runnable there.
+
+    One worker, polling 10 ms after each request, gets a read every 2 ms, so it never
+    stops polling. It shares a CPU with a CPU-bound process; the test itself runs on
+    another CPU. A worker that spins without yielding takes its fair share, about half
+    of that CPU. One that yields takes little: the other process gets most of it.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        print("SKIP check 'gives way': needs 2 CPUs, this process may use only", cpus)
+        return
+    shared, mine = cpus[0], cpus[1]
+    window = 1.5
+    server = fx.Blockd(["name=m,backend=memory,size=1MiB"], extra=["--workers", "1", "--busy-poll-us", "10000"])
+    os.sched_setaffinity(0, {mine})
+    hog = None
+    try:
+        with server:
+            pin_threads(server.proc.pid, shared)
+            h = connect(server.uri("m"))
+            hog = subprocess.Popen([sys.executable, "-c",
+                                    "import os, time\n"
+                                    f"os.sched_setaffinity(0, {{{shared}}})\n"
+                                    f"end = time.monotonic() + {window + 3}\n"
+                                    "while time.monotonic() < end: pass\n"])
+            time.sleep(0.3)  # the hog is up and spinning
+            blockd_before, hog_before = cpu_seconds(server.proc.pid), cpu_seconds(hog.pid)
+            end = time.monotonic() + window
+            reads = 0
+            while time.monotonic() < end:
+                h.pread(BLOCK, 0)
+                reads += 1
+                time.sleep(0.002)
+            blockd_used = cpu_seconds(server.proc.pid) - blockd_before
+            hog_used = cpu_seconds(hog.pid) - hog_before
+            h.shutdown()
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait(10)
+        os.sched_setaffinity(0, set(cpus))
+    share = hog_used / max(blockd_used + hog_used, 1e-9)
+    c.ok(share > 0.75, f"a polling worker gives way: beside it on CPU {shared}, a CPU-bound process got "
+                       f"{share:.0%} of the CPU time ({hog_used:.2f} s against blockd's {blockd_used:.2f} s, "
+                       f"{reads} reads in {window} s; > 75 %)",
+         "the worker spun without yielding: it took about its fair half of the CPU")
+
+
 def config(c, d):
     conf = os.path.join(d, "blockd.toml")
     with open(conf, "w") as f:
@@ -117,6 +174,7 @@ def body(c):
             c.require("busy_poll_us=100" in server.log, "blockd logs busy_poll_us=100 at start", server.log[-600:])
             serve(c, server, rng)
             idle(c, server)
+        gives_way(c)
         config(c, d)
 
 
