@@ -125,6 +125,16 @@ std::string MetricsExporter::render() const {
   out.family("blockd_uring_completions_total", "counter", "Completions delivered, by worker.");
   for (const auto& w : workers_)
     out.sample("blockd_uring_completions_total", {{"worker", std::to_string(w->index())}}, w->ring().completions());
+  out.family("blockd_uring_registered_buffers", "gauge",
+             "I/O buffers registered with the ring as fixed buffers, by worker.");
+  for (const auto& w : workers_)
+    out.sample("blockd_uring_registered_buffers", {{"worker", std::to_string(w->index())}},
+               w->ring().registered_buffers());
+  out.family("blockd_uring_fixed_buffer_ios_total", "counter",
+             "Reads and writes submitted as READ_FIXED / WRITE_FIXED, by worker.");
+  for (const auto& w : workers_)
+    out.sample("blockd_uring_fixed_buffer_ios_total", {{"worker", std::to_string(w->index())}},
+               w->ring().fixed_buffer_ios());
   return out.text();
 }
 

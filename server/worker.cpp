@@ -33,8 +33,10 @@ void Worker::run(std::promise<void>& ready) {
     ready.set_exception(std::current_exception());
     return;
   }
+  buffers_.register_with(&*ring_);
   ready.set_value();
   run_event_loop();
+  buffers_.register_with(nullptr);
   ring_.reset();  // on the thread that owns it
 }
 

@@ -4,6 +4,8 @@
 #include <new>
 #include <utility>
 
+#include "server/io/ring.h"
+
 namespace blockd::server::io {
 
 namespace {
@@ -20,7 +22,8 @@ Buffer::Buffer(Buffer&& other) noexcept
     : pool_(std::exchange(other.pool_, nullptr)),
       data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
-      size_class_(std::exchange(other.size_class_, -1)) {}
+      size_class_(std::exchange(other.size_class_, -1)),
+      registered_(std::exchange(other.registered_, false)) {}
 
 Buffer& Buffer::operator=(Buffer&& other) noexcept {
   if (this != &other) {
@@ -29,6 +32,7 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     size_class_ = std::exchange(other.size_class_, -1);
+    registered_ = std::exchange(other.registered_, false);
   }
   return *this;
 }
@@ -38,7 +42,7 @@ Buffer::~Buffer() { release(); }
 void Buffer::release() {
   if (data_ == nullptr) return;
   if (pool_ != nullptr && size_class_ >= 0) {
-    pool_->give_back(data_, size_class_);
+    pool_->give_back(data_, size_class_, registered_);
   } else {
     std::free(data_);
   }
@@ -47,7 +51,7 @@ void Buffer::release() {
 
 BufferPool::~BufferPool() {
   for (auto& list : free_)
-    for (std::byte* p : list) std::free(p);
+    for (const Kept& kept : list) std::free(kept.data);
 }
 
 int BufferPool::size_class(std::size_t size) {
@@ -61,25 +65,31 @@ std::size_t BufferPool::class_bytes(int size_class) { return std::size_t{4096} <
 
 Buffer BufferPool::acquire(std::size_t size) {
   const int c = size_class(size);
-  if (c < 0) return Buffer(nullptr, allocate(size), size, -1);  // large: not pooled
+  if (c < 0) return Buffer(nullptr, allocate(size), size, -1, false);  // large: not pooled
   auto& list = free_[static_cast<std::size_t>(c)];
-  std::byte* data;
-  if (list.empty()) {
-    data = allocate(class_bytes(c));
-  } else {
-    data = list.back();
-    list.pop_back();
-  }
-  return Buffer(this, data, size, c);
+  if (list.empty()) return allocate_new(size, c);
+  const Kept kept = list.back();
+  list.pop_back();
+  return Buffer(this, kept.data, size, c, kept.registered);
 }
 
-void BufferPool::give_back(std::byte* data, int size_class) {
+Buffer BufferPool::allocate_new(std::size_t size, int c) {
+  const std::size_t bytes = class_bytes(c);
+  std::byte* data = allocate(bytes);
+  auto& registered = registered_[static_cast<std::size_t>(c)];
+  const bool fixed = ring_ != nullptr && registered < kMaxCachedPerClass && ring_->register_buffer({data, bytes});
+  if (fixed) ++registered;
+  return Buffer(this, data, size, c, fixed);
+}
+
+void BufferPool::give_back(std::byte* data, int size_class, bool registered) {
   auto& list = free_[static_cast<std::size_t>(size_class)];
-  if (list.size() >= kMaxCachedPerClass) {
+  // Registered buffers are always kept (at most kMaxCachedPerClass of them per class).
+  if (!registered && list.size() >= kMaxCachedPerClass) {
     std::free(data);
     return;
   }
-  list.push_back(data);
+  list.push_back({data, registered});
 }
 
 }  // namespace blockd::server::io

@@ -228,16 +228,60 @@ void Ring::deliver() {
   delivering_ = false;
 }
 
+bool Ring::register_buffer(std::span<std::byte> region) {
+  if (registration_failed_ || registered_.size() >= kMaxRegisteredBuffers || region.empty()) return false;
+  if (registered_.empty()) {
+    // One sparse table, filled slot by slot as regions come (Linux 5.19+).
+    if (const int ret = io_uring_register_buffers_sparse(&ring_, kMaxRegisteredBuffers); ret < 0) {
+      registration_failed_ = true;
+      common::logger("uring")->info("registered buffers unavailable ({}): plain reads and writes",
+                                    std::strerror(-ret));
+      return false;
+    }
+  }
+  const int index = static_cast<int>(registered_.size());
+  iovec iov{region.data(), region.size()};
+  const __u64 tag = 0;
+  if (const int ret = io_uring_register_buffers_update_tag(&ring_, static_cast<unsigned>(index), &iov, &tag, 1);
+      ret != 1) {
+    registration_failed_ = true;
+    common::logger("uring")->info("registering buffer {} failed ({}): plain reads and writes from now on",
+                                  index, std::strerror(ret < 0 ? -ret : EINVAL));
+    return false;
+  }
+  registered_.emplace(region.data(), Registered{region.size(), index});
+  registered_buffers_.add();
+  return true;
+}
+
+int Ring::fixed_index(const std::byte* data, std::size_t size) const {
+  auto it = registered_.upper_bound(data);
+  if (it == registered_.begin()) return -1;
+  --it;
+  if (data + size > it->first + it->second.size) return -1;
+  return it->second.index;
+}
+
+void Ring::prepare_rw(io_uring_sqe* sqe, int op, int fixed_op, int fd, const std::byte* data, std::size_t size,
+                      std::uint64_t offset) {
+  const int index = fixed_index(data, size);
+  io_uring_prep_rw(index >= 0 ? fixed_op : op, sqe, fd, data, static_cast<unsigned>(size), offset);
+  if (index >= 0) {
+    sqe->buf_index = static_cast<__u16>(index);
+    fixed_buffer_ios_.add();
+  }
+}
+
 asio::awaitable<int> Ring::read(int fd, std::span<std::byte> buffer, std::uint64_t offset) {
-  return submit([=](io_uring_sqe* sqe) {
-    io_uring_prep_read(sqe, fd, buffer.data(), static_cast<unsigned>(buffer.size()), offset);
+  return submit([=, this](io_uring_sqe* sqe) {
+    prepare_rw(sqe, IORING_OP_READ, IORING_OP_READ_FIXED, fd, buffer.data(), buffer.size(), offset);
   });
 }
 
 asio::awaitable<int> Ring::write(int fd, std::span<const std::byte> buffer, std::uint64_t offset,
                                  int rw_flags) {
-  return submit([=](io_uring_sqe* sqe) {
-    io_uring_prep_write(sqe, fd, buffer.data(), static_cast<unsigned>(buffer.size()), offset);
+  return submit([=, this](io_uring_sqe* sqe) {
+    prepare_rw(sqe, IORING_OP_WRITE, IORING_OP_WRITE_FIXED, fd, buffer.data(), buffer.size(), offset);
     sqe->rw_flags = rw_flags;
   });
 }

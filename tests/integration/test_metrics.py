@@ -131,6 +131,29 @@ def body(c):
                             f"http://127.0.0.1:{port}/v1/volumes"], capture_output=True, text=True, timeout=30)
         c.eq(r.stdout, "404", "the metrics listener does not serve the volume API")
 
+    registered_buffers(c)
+
+
+def registered_buffers(c):
+    """A file volume's reads and writes go through buffers registered with the ring."""
+    with fx.temp_dir() as d, fx.Blockd([f"name=f,path={d}/f.img,size=16MiB"], extra=["--workers", "1"]) as b:
+        before = parse(scrape(b)[0])
+        h = nbd.NBD()
+        h.set_export_name("f")
+        h.connect_tcp("127.0.0.1", str(b.port))
+        payloads = {i: bytes([i]) * (4096 << (i % 5)) for i in range(20)}  # 4 KiB .. 64 KiB
+        for i, data in payloads.items():
+            h.pwrite(data, i * 65536)
+        wrong = [i for i, data in payloads.items() if h.pread(len(data), i * 65536) != data]
+        h.shutdown()
+        after = parse(scrape(b)[0])
+        c.eq(wrong, [], "20 writes of 4-64 KiB through registered buffers read back intact")
+        fixed = value(after, "blockd_uring_fixed_buffer_ios_total", worker="0") - \
+            value(before, "blockd_uring_fixed_buffer_ios_total", worker="0")
+        c.eq(fixed, 40.0, "every one of the 20 writes and 20 reads used a registered buffer")
+        c.ok(value(after, "blockd_uring_registered_buffers", worker="0") >= 5,
+             "a registered buffer for each of the 5 sizes", value(after, "blockd_uring_registered_buffers", worker="0"))
+
 
 if __name__ == "__main__":
     fx.test_main(body, timeout=180)

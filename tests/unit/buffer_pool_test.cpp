@@ -1,6 +1,8 @@
-// BufferPool / Buffer (server/io/buffer_pool.h): exact sizes, 4 KiB alignment, recycling.
+// BufferPool / Buffer (server/io/buffer_pool.h): exact sizes, 4 KiB alignment, recycling,
+// registration with a real io_uring ring.
 #include "server/io/buffer_pool.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -9,10 +11,19 @@
 #include <utility>
 #include <vector>
 
+#include "common/unique_fd.h"
+#include "server/io/ring.h"
+#include "test_support.h"
+
 namespace {
 
+namespace asio = boost::asio;
+using blockd::common::UniqueFd;
 using blockd::server::io::Buffer;
 using blockd::server::io::BufferPool;
+using blockd::server::io::Ring;
+using blockd::test::run_coroutine;
+using blockd::test::TempFile;
 
 bool aligned_4k(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 4096 == 0; }
 
@@ -136,6 +147,55 @@ TEST(BufferPool, ManyBuffersAreDistinct) {
     held.push_back(pool.acquire(4096));
     EXPECT_TRUE(seen.insert(held.back().data()).second) << i;
   }
+}
+
+TEST(BufferPool, WithARingItsBuffersAreRegistered) {
+  BufferPool pool;  // outlives the ring
+  asio::io_context context;
+  Ring ring{context, 8};
+  Buffer before = pool.acquire(4096);  // allocated before register_with: stays plain
+  pool.register_with(&ring);
+  EXPECT_EQ(ring.registered_buffers(), 0U);
+
+  std::byte* first = nullptr;
+  {
+    Buffer b = pool.acquire(4096);
+    first = b.data();
+    EXPECT_EQ(ring.registered_buffers(), 1U);
+    // The ring reads into it with READ_FIXED.
+    TempFile file;
+    file.resize(4096);
+    UniqueFd fd(::open(file.path().c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd.valid());
+    EXPECT_EQ(run_coroutine(context, ring.read(fd.get(), b.span(), 0)), 4096);
+    EXPECT_EQ(ring.fixed_buffer_ios(), 1U);
+  }
+  Buffer again = pool.acquire(4096);  // the registered buffer comes back, nothing new
+  EXPECT_EQ(again.data(), first);
+  EXPECT_EQ(ring.registered_buffers(), 1U);
+  Buffer bigger = pool.acquire(1 << 20);  // another class: registered too
+  EXPECT_EQ(ring.registered_buffers(), 2U);
+}
+
+TEST(BufferPool, RegistersAtMostWhatItKeepsPerClass) {
+  BufferPool pool;
+  asio::io_context context;
+  Ring ring{context, 8};
+  pool.register_with(&ring);
+  std::vector<Buffer> held;
+  for (std::size_t i = 0; i < BufferPool::kMaxCachedPerClass + 10; ++i) held.push_back(pool.acquire(8192));
+  if (ring.registered_buffers() < BufferPool::kMaxCachedPerClass)
+    GTEST_SKIP() << "the kernel refused registered buffers (RLIMIT_MEMLOCK?)";
+  EXPECT_EQ(ring.registered_buffers(), BufferPool::kMaxCachedPerClass);
+  std::set<std::byte*> seen;
+  for (const Buffer& b : held) seen.insert(b.data());
+  held.clear();  // every registered buffer is kept, the other 10 are freed
+  std::vector<Buffer> again;
+  for (std::size_t i = 0; i < BufferPool::kMaxCachedPerClass; ++i) {
+    again.push_back(pool.acquire(8192));
+    EXPECT_TRUE(seen.count(again.back().data())) << i;
+  }
+  EXPECT_EQ(ring.registered_buffers(), BufferPool::kMaxCachedPerClass);
 }
 
 TEST(BufferPool, LargeBuffersAreNotPooled) {

@@ -9,6 +9,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -112,6 +113,52 @@ TEST_F(RingTest, ErrorsAreNegativeErrno) {
   ASSERT_TRUE(read_only.valid());
   EXPECT_EQ(run(ring_.write(read_only.get(), buf, 0, 0)), -EBADF);
   EXPECT_EQ(run(ring_.fallocate(fd_.get(), 0xFFFF, 0, 4096)), -EOPNOTSUPP);
+}
+
+TEST_F(RingTest, RegisteredRegionIsReadAndWrittenWithFixedOps) {
+  // 128 KiB of memory, the first 64 KiB registered; it outlives the ring below.
+  std::vector<std::byte> memory(128 * 1024);
+  Ring ring{context_, 8};
+  ASSERT_TRUE(ring.register_buffer({memory.data(), 64 * 1024}));
+  EXPECT_EQ(ring.registered_buffers(), 1U);
+
+  // A span inside the region (not at its start) goes through WRITE_FIXED / READ_FIXED.
+  const auto data = pattern(8192, 21);
+  std::copy(data.begin(), data.end(), memory.begin() + 4096);
+  EXPECT_EQ(run(ring.write(fd_.get(), {memory.data() + 4096, 8192}, 40960, 0)), 8192);
+  EXPECT_EQ(ring.fixed_buffer_ios(), 1U);
+  EXPECT_EQ(pread_bytes(8192, 40960), data);
+  std::fill(memory.begin(), memory.end(), std::byte{0});
+  EXPECT_EQ(run(ring.read(fd_.get(), {memory.data() + 16384, 8192}, 40960)), 8192);
+  EXPECT_EQ(ring.fixed_buffer_ios(), 2U);
+  EXPECT_TRUE(std::equal(data.begin(), data.end(), memory.begin() + 16384));
+
+  // A span that runs past the region's end, and one outside it: plain READ / WRITE.
+  EXPECT_EQ(run(ring.read(fd_.get(), {memory.data() + 60 * 1024, 8192}, 40960)), 8192);
+  EXPECT_TRUE(std::equal(data.begin(), data.end(), memory.begin() + 60 * 1024));
+  std::vector<std::byte> elsewhere(4096);
+  EXPECT_EQ(run(ring.write(fd_.get(), elsewhere, 0, 0)), 4096);
+  EXPECT_EQ(ring.fixed_buffer_ios(), 2U);
+}
+
+TEST_F(RingTest, RegistrationStopsAtTheSlotLimit) {
+  std::vector<std::byte> memory(std::size_t{Ring::kMaxRegisteredBuffers + 1} * 4096);
+  Ring ring{context_, 8};
+  for (unsigned i = 0; i < Ring::kMaxRegisteredBuffers; ++i) {
+    if (!ring.register_buffer({memory.data() + std::size_t{i} * 4096, 4096}))
+      GTEST_SKIP() << "the kernel refused registered buffer " << i << " (RLIMIT_MEMLOCK?)";
+  }
+  EXPECT_FALSE(ring.register_buffer({memory.data() + std::size_t{Ring::kMaxRegisteredBuffers} * 4096, 4096}));
+  EXPECT_EQ(ring.registered_buffers(), Ring::kMaxRegisteredBuffers);
+  // The last slot is used, and the unregistered page still works the plain way.
+  const auto data = pattern(4096, 5);
+  auto last = memory.begin() + (Ring::kMaxRegisteredBuffers - 1) * 4096;
+  std::copy(data.begin(), data.end(), last);
+  EXPECT_EQ(run(ring.write(fd_.get(), {&*last, 4096}, 0, 0)), 4096);
+  EXPECT_EQ(run(ring.read(fd_.get(), {memory.data() + std::size_t{Ring::kMaxRegisteredBuffers} * 4096, 4096}, 0)),
+            4096);
+  EXPECT_EQ(ring.fixed_buffer_ios(), 1U);
+  EXPECT_TRUE(std::equal(data.begin(), data.end(), memory.end() - 4096));
 }
 
 TEST_F(RingTest, CountsSubmissionsAndCompletions) {
