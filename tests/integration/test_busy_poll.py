@@ -124,9 +124,9 @@ def gives_way(c):
                                     "while time.monotonic() < end: pass\n"])
             time.sleep(0.3)  # the hog is up and spinning
             blockd_before, hog_before = cpu_seconds(server.proc.pid), cpu_seconds(hog.pid)
-            end = time.monotonic() + window
+            running = fx.deadline(window)
             reads = 0
-            while time.monotonic() < end:
+            while running():
                 h.pread(BLOCK, 0)
                 reads += 1
                 time.sleep(0.002)
