@@ -564,9 +564,13 @@ def parse_fio(path):
     bins = {}
     fallback = {}
     errors = []
+    busy_s = 0.0
     for job in data["jobs"]:
         if job.get("error"):
             errors.append(f"{job.get('jobname')}: error {job['error']}")
+        # fio's own CPU use over the timed phase: usr_cpu and sys_cpu are percentages of
+        # job_runtime, which group_reporting sums over the job's threads.
+        busy_s += (job.get("usr_cpu", 0.0) + job.get("sys_cpu", 0.0)) / 100.0 * job.get("job_runtime", 0) / 1000.0
         for d in ("read", "write"):
             side = job[d]
             if not side.get("total_ios"):
@@ -585,7 +589,7 @@ def parse_fio(path):
     p50 = percentile_from_bins(bins, 50) if bins else fallback.get("p50", 0.0)
     p99 = percentile_from_bins(bins, 99) if bins else fallback.get("p99", 0.0)
     return FioResult(iops=iops, bw_bytes=bw, ios=int(ios), p50_us=p50 / 1000.0,
-                     p99_us=p99 / 1000.0, errors=errors)
+                     p99_us=p99 / 1000.0, errors=errors, fio_busy_cpu_s=busy_s)
 
 
 def run_fio(ctx, jobfile, out_json, env_extra, timeout):
@@ -623,6 +627,9 @@ def run_fio(ctx, jobfile, out_json, env_extra, timeout):
     if res.errors:
         raise BenchError("fio reported errors: " + "; ".join(res.errors))
     res.fio_cpu_s = fio_cpu
+    # In cores: one fio thread per connection, so a one-connection row near 100% is
+    # bound by the client, whatever the server does.
+    res.fio_busy_pct = 100.0 * res.fio_busy_cpu_s / ctx.runtime
     return res
 
 
@@ -876,6 +883,7 @@ def summarize(ctx, rows, jobs, results):
             cpu_mio = [None if x.server_cpu_s is None or not x.ios
                        else x.server_cpu_s / (x.ios / 1e6) for x in runs]
             fio_mio = [x.fio_cpu_s / (x.ios / 1e6) if x.ios else None for x in runs]
+            fio_busy = [x.fio_busy_pct for x in runs]
             iops = [x.iops for x in runs]
             med[(r.name, j)] = {
                 "iops": m(iops),
@@ -884,6 +892,7 @@ def summarize(ctx, rows, jobs, results):
                 "p99_us": m([x.p99_us for x in runs]),
                 "server_cpu_s_per_mio": m(cpu_mio),
                 "fio_cpu_s_per_mio": m(fio_mio),
+                "fio_busy_pct": m(fio_busy),
                 "iops_spread_pct": (100.0 * (max(iops) - min(iops)) / m(iops)
                                     if len(iops) > 1 and m(iops) else None),
             }
@@ -892,6 +901,7 @@ def summarize(ctx, rows, jobs, results):
                         "runs": [{"iops": x.iops, "mb_s": x.bw_bytes / 1e6, "ios": x.ios,
                                   "p50_us": x.p50_us, "p99_us": x.p99_us,
                                   "server_cpu_s": x.server_cpu_s, "fio_cpu_s": x.fio_cpu_s,
+                                  "fio_busy_pct": x.fio_busy_pct,
                                   "file_cached_pct_after": x.cached_pct_after}
                                  for x in runs]})
     for row in out:
@@ -911,9 +921,11 @@ def table(rows, jobs, summary):
     by = {(s["server"], s["job"]): s["median"] for s in summary}
     lines = []
     head = (f"{'server':<19}{'IOPS':>10}{'MB/s':>9}{'p50 us':>9}{'p99 us':>9}"
-            f"{'srv CPU':>9}{'fio CPU':>9}{'blockd/x':>9}{'spread':>8}")
+            f"{'srv CPU':>9}{'fio CPU':>9}{'fio busy':>9}{'blockd/x':>9}{'spread':>8}")
     lines.append("IOPS, MB/s (10^6 bytes), latency (fio's total lat): medians over rounds. "
                  "CPU: seconds per million I/Os.")
+    lines.append("fio busy: fio's CPU over the timed run, % of one core (one thread per "
+                 "connection: near 100% on one connection, the client is the bound).")
     lines.append("blockd/x: blockd's IOPS divided by the row's. spread: (max-min)/median "
                  "of IOPS over rounds.")
     for j in jobs:
@@ -929,6 +941,7 @@ def table(rows, jobs, summary):
                          f"{fmt(m['p50_us'], 'lat', 9)}{fmt(m['p99_us'], 'lat', 9)}"
                          f"{fmt(m['server_cpu_s_per_mio'], '.1f', 9)}"
                          f"{fmt(m['fio_cpu_s_per_mio'], '.1f', 9)}"
+                         f"{fmt(m['fio_busy_pct'], '.0f', 8)}{'%' if m['fio_busy_pct'] is not None else ' '}"
                          f"{fmt(m['blockd_ratio'], '.2f', 9)}"
                          f"{fmt(m['iops_spread_pct'], '.0f', 7)}{'%' if m['iops_spread_pct'] is not None else ' '}")
     cached = [(x["file_cached_pct_after"], r["server"], r["job"])

@@ -131,7 +131,7 @@ def body(c):
         c.eq(summary["failures"], [], "no run failed")
         rows = {(x["server"], x["job"]): x for x in summary["rows"]}
         for s in servers:
-            missing, bad_iops, bad_lat, bad_cpu, bad_ratio = [], [], [], [], []
+            missing, bad_iops, bad_lat, bad_cpu, bad_ratio, bad_busy = [], [], [], [], [], []
             for j in jobs:
                 x = rows.get((s, j))
                 if x is None:
@@ -147,6 +147,11 @@ def body(c):
                     bad_cpu.append(f"{j}: {cpu}")
                 if not (m["blockd_ratio"] is not None and m["blockd_ratio"] > 0):
                     bad_ratio.append(j)
+                # fio's CPU over the timed run, in % of a core: fio spends some (even on a
+                # slow disk's QD1 writes, over 1%), and no more cores than the machine has.
+                busy = m["fio_busy_pct"]
+                if not (busy is not None and 0.5 < busy <= 105 * (os.cpu_count() or 1)):
+                    bad_busy.append(f"{j}: {busy}")
             c.eq(missing, [], f"{s}: a row for every job in summary.json")
             c.eq(bad_iops, [], f"{s}: IOPS and MB/s > 0 in every job")
             c.eq(bad_lat, [], f"{s}: 0 < p50 <= p99 in every job")
@@ -154,10 +159,13 @@ def body(c):
                 c.eq(bad_cpu, [], f"{s}: server CPU time per million I/Os measured (> 0) "
                                   "in every job")
             c.eq(bad_ratio, [], f"{s}: blockd's ratio computed in every job")
+            c.eq(bad_busy, [], f"{s}: fio's share of a core measured (0.5% to 100% per CPU) "
+                               "in every job")
         raws = os.listdir(os.path.join(res, "raw"))
         c.eq(len(raws), len(servers) * len(jobs), "one raw fio JSON per run")
         c.ok(os.path.getsize(os.path.join(res, "table.txt")) > 0, "table.txt written")
-        c.ok("== randread-4k-qd32" in text and "blockd/x" in text, "the table was printed")
+        c.ok("== randread-4k-qd32" in text and "blockd/x" in text and "fio busy" in text,
+             "the table was printed")
 
         # 5. nothing left running, work directory gone
         started = summary["started_processes"]
