@@ -570,7 +570,8 @@ def parse_fio(path):
             errors.append(f"{job.get('jobname')}: error {job['error']}")
         # fio's own CPU use over the timed phase: usr_cpu and sys_cpu are percentages of
         # job_runtime, which group_reporting sums over the job's threads.
-        busy_s += (job.get("usr_cpu", 0.0) + job.get("sys_cpu", 0.0)) / 100.0 * job.get("job_runtime", 0) / 1000.0
+        cpu_pct = job.get("usr_cpu", 0.0) + job.get("sys_cpu", 0.0)
+        busy_s += cpu_pct / 100.0 * job.get("job_runtime", 0) / 1000.0
         for d in ("read", "write"):
             side = job[d]
             if not side.get("total_ios"):
@@ -627,8 +628,8 @@ def run_fio(ctx, jobfile, out_json, env_extra, timeout):
     if res.errors:
         raise BenchError("fio reported errors: " + "; ".join(res.errors))
     res.fio_cpu_s = fio_cpu
-    # In cores: one fio thread per connection, so a one-connection row near 100% is
-    # bound by the client, whatever the server does.
+    # In % of one core: one fio thread per connection, so a one-connection row near
+    # 100% is bound by the client, whatever the server does.
     res.fio_busy_pct = 100.0 * res.fio_busy_cpu_s / ctx.runtime
     return res
 
