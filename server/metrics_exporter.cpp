@@ -1,6 +1,7 @@
 #include "server/metrics_exporter.h"
 
 #include <array>
+#include <string_view>
 #include <fmt/format.h>
 
 #include "server/metrics/prometheus_text.h"
@@ -119,22 +120,19 @@ std::string MetricsExporter::render() const {
              std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
   out.family("blockd_workers", "gauge", "Worker threads, each with its own io_uring ring.");
   out.sample("blockd_workers", {}, static_cast<std::uint64_t>(workers_.size()));
-  out.family("blockd_uring_submissions_total", "counter", "SQEs handed to the kernel, by worker.");
-  for (const auto& w : workers_)
-    out.sample("blockd_uring_submissions_total", {{"worker", std::to_string(w->index())}}, w->ring().submissions());
-  out.family("blockd_uring_completions_total", "counter", "Completions delivered, by worker.");
-  for (const auto& w : workers_)
-    out.sample("blockd_uring_completions_total", {{"worker", std::to_string(w->index())}}, w->ring().completions());
-  out.family("blockd_uring_registered_buffers", "gauge",
-             "I/O buffers registered with the ring as fixed buffers, by worker.");
-  for (const auto& w : workers_)
-    out.sample("blockd_uring_registered_buffers", {{"worker", std::to_string(w->index())}},
-               w->ring().registered_buffers());
-  out.family("blockd_uring_fixed_buffer_ios_total", "counter",
-             "Reads and writes submitted as READ_FIXED / WRITE_FIXED, by worker.");
-  for (const auto& w : workers_)
-    out.sample("blockd_uring_fixed_buffer_ios_total", {{"worker", std::to_string(w->index())}},
-               w->ring().fixed_buffer_ios());
+  // One family per ring counter, a sample for each worker.
+  auto per_ring = [&](std::string_view name, std::string_view type, std::string_view help,
+                      std::uint64_t (io::Ring::*value)() const) {
+    out.family(name, type, help);
+    for (const auto& w : workers_) out.sample(name, {{"worker", std::to_string(w->index())}}, (w->ring().*value)());
+  };
+  per_ring("blockd_uring_submissions_total", "counter", "SQEs handed to the kernel, by worker.",
+           &io::Ring::submissions);
+  per_ring("blockd_uring_completions_total", "counter", "Completions delivered, by worker.", &io::Ring::completions);
+  per_ring("blockd_uring_registered_buffers", "gauge",
+           "I/O buffers registered with the ring as fixed buffers, by worker.", &io::Ring::registered_buffers);
+  per_ring("blockd_uring_fixed_buffer_ios_total", "counter",
+           "Reads and writes submitted as READ_FIXED / WRITE_FIXED, by worker.", &io::Ring::fixed_buffer_ios);
   return out.text();
 }
 
